@@ -47,6 +47,7 @@ import os
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -147,6 +148,7 @@ def config_from_args(args):
                  seed=args.seed, eps=args.eps, kappa=args.kappa, kappa_ramp=args.kappa_ramp,
                  spo_guidance=args.spo_guidance, pgd_steps=args.pgd_steps,
                  num_envs=args.num_envs, device=args.device)
+    check_task(cfg.env)
     if cfg.eps is None:
         cfg.eps = default_eps(cfg.env)
     check_eps(cfg.eps)
@@ -172,6 +174,13 @@ def config_from_args(args):
         raise UsageError(f"--episodes {args.episodes} must be at least 1")
     parse_attacks(args.attacks)
     return cfg
+
+
+def check_task(env_id):
+    try:
+        return gym.spec(env_id)
+    except gym.error.Error as e:
+        raise UsageError(f"unknown task '{env_id}' ({e}); give a gymnasium id such as Hopper-v4")
 
 
 def default_eps(env_id):
@@ -213,14 +222,12 @@ def make_envs(env_id, num_envs):
     SAME_STEP autoreset: a finished env is reset inside the same step() and its last observation
     is in info["final_obs"], so every stored transition is a real one.
     """
+    check_task(env_id)
     try:
-        spec = gym.spec(env_id)
-        envs = gym.make_vec(spec.id, num_envs=num_envs, vectorization_mode="sync",
+        envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
                             vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
     except gym.error.DependencyNotInstalled as e:
         raise UsageError(f"{env_id} needs a missing package ({e}); pip install 'gymnasium[mujoco]'")
-    except gym.error.Error as e:
-        raise UsageError(f"unknown task '{env_id}' ({e}); give a gymnasium id such as Hopper-v4")
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
     if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
         envs.close()
@@ -394,18 +401,20 @@ def pgd_attack(obs, objective, eps, steps):
 
     Why sign steps and clamping: to first order objective(o + d) ~ objective(o) + g.d, and over the
     L-infinity ball the minimizer of g.d is d = -eps * sign(g) (each coordinate independently
-    goes to the end of its interval). PGD takes that step in pieces of 2.5 * eps / steps (Madry et
-    al.'s rule, so the path can cross the ball from any start), re-linearizing each time, and
-    projects back; projection onto a box is a per-coordinate clamp. The random start avoids the
-    zero gradient of objectives that are minimal at o_hat = o (the KL). Samples are independent,
-    so the gradient of the summed objective gives every sample its own gradient.
+    goes to the end of its interval). PGD takes that step in pieces, re-linearizing each time, and
+    projects back; projection onto a box is a per-coordinate clamp. The pieces shrink linearly,
+    step_i = 4 eps (K - i) / (K (K + 1)) for i = 0..K-1: they add up to 2 eps, so the path can cross
+    the ball from any start, and the last ones are small, so an optimum inside the ball (BARPO at
+    small kappa, where the KL pulls o_hat back to o) is found rather than jumped around. The random
+    start avoids the zero gradient of objectives that are minimal at o_hat = o (the KL). Samples
+    are independent, so the gradient of the summed objective gives every sample its own gradient.
     """
     if eps == 0:
         return obs
-    step = 2.5 * eps / steps
     lo, hi = obs - eps, obs + eps
     o_hat = obs + eps * (2 * torch.rand_like(obs) - 1)
-    for _ in range(steps):
+    for i in range(steps):
+        step = 4 * eps * (steps - i) / (steps * (steps + 1))
         with torch.enable_grad():  # evaluation calls us under no_grad
             o_hat.requires_grad_(True)
             grad, = torch.autograd.grad(objective(o_hat).sum(), o_hat)
@@ -609,9 +618,10 @@ class VictimUnderAttack(gym.vector.VectorWrapper):
         action = self.victim.mu(o_hat).cpu().numpy()
         raw, reward, term, trunc, info = self.env.step(np.clip(action, self.act_low, self.act_high))
         self.o = self.obs_norm(raw)
-        if "final_obs" in info:
-            info["final_obs"] = np.array([None if f is None else self.obs_norm(f)
-                                          for f in info["final_obs"]], dtype=object)
+        if "final_obs" in info:  # the attacker's final observations are normalized ones too
+            info["final_obs"] = info["final_obs"].copy()
+            for i in np.flatnonzero(info["_final_obs"]):
+                info["final_obs"][i] = self.obs_norm(info["final_obs"][i])
         return self.o, -reward, term, trunc, info
 
 
@@ -759,6 +769,8 @@ def run_evaluation(agent, obs_norm, info, args, eps, device, out_dir):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    # The literature's tasks are the v4 ones; gymnasium suggests v5 at every start.
+    warnings.filterwarnings("ignore", message=".*is out of date", category=DeprecationWarning)
     torch.set_num_threads(1)  # tiny networks: a second thread costs more than it gives on 2 cores
     device = pick_device(args.device)
     if args.eval:

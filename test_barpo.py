@@ -1,0 +1,338 @@
+"""Tests: the derivations in barpo.py hold, the attacks do what they claim, the kappa limits are
+SPO and ARPO exactly, learning happens, and bad input fails cleanly. About 5 minutes on 2 cores."""
+
+import csv
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import barpo
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+HERE = Path(__file__).resolve().parent
+CPU = torch.device("cpu")
+
+
+def run_cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-W", "ignore", str(HERE / "barpo.py"), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=HERE)
+
+
+def surrogate_problem(n=256, obs_dim=11, act_dim=3, seed=0):
+    """A random agent and a batch of (o, a, old log-prob, advantage) as the update sees them."""
+    torch.manual_seed(seed)
+    agent = barpo.Agent(obs_dim, act_dim)
+    obs = torch.randn(n, obs_dim)
+    with torch.no_grad():
+        dist = agent.policy(obs)
+        actions = dist.sample()
+        old_logp = dist.log_prob(actions).sum(-1)
+    return agent, obs, actions, old_logp, torch.randn(n)
+
+
+# --- derivations ---------------------------------------------------------------------------
+
+def test_gae_matches_hand_computed_case():
+    # two steps, one env, episode ends after step 0: the second step starts a new episode.
+    rewards, values = torch.tensor([[1.0], [2.0]]), torch.tensor([[0.5], [1.0]])
+    dones, last_value, g, lam = torch.tensor([[1.0], [0.0]]), torch.tensor([3.0]), 0.9, 0.8
+    adv, ret = barpo.gae(rewards, values, dones, last_value, g, lam)
+    a1 = 2.0 + g * 3.0 - 1.0               # delta_1, last step bootstraps from last_value
+    a0 = 1.0 - 0.5                          # delta_0, no bootstrap across the episode end
+    assert torch.allclose(adv[:, 0], torch.tensor([a0, a1]))
+    assert torch.allclose(ret[:, 0], torch.tensor([a0 + 0.5, a1 + 1.0]))
+    # without the episode end the recursion A_0 = delta_0 + g lam A_1 links them
+    adv, _ = barpo.gae(rewards, values, torch.zeros(2, 1), last_value, g, lam)
+    assert torch.allclose(adv[0, 0], torch.tensor(1.0 + g * 1.0 - 0.5 + g * lam * a1))
+
+
+def test_gaussian_kl_matches_torch_distributions_and_is_symmetric():
+    torch.manual_seed(0)
+    mu_p, mu_q, log_std = torch.randn(50, 4), torch.randn(50, 4), torch.randn(4)
+    p = torch.distributions.Normal(mu_p, log_std.exp())
+    q = torch.distributions.Normal(mu_q, log_std.exp())
+    expected = torch.distributions.kl_divergence(p, q).sum(-1)
+    assert torch.allclose(barpo.gaussian_kl(mu_p, mu_q, log_std), expected, atol=1e-5)
+    assert torch.allclose(barpo.gaussian_kl(mu_q, mu_p, log_std), expected, atol=1e-5)
+
+
+def test_surrogate_is_pessimistic_clip():
+    ratio = torch.tensor([0.5, 1.0, 1.5, 0.5, 1.5])
+    adv = torch.tensor([1.0, 1.0, 1.0, -1.0, -1.0])
+    l = barpo.surrogate(ratio.log(), torch.zeros(5), adv, 0.2)
+    # positive advantage: gains capped at 1 + c; negative: losses never capped
+    assert torch.allclose(l, torch.tensor([0.5, 1.0, 1.2, -0.8, -1.5]))
+
+
+def test_exponential_tilting_solves_kl_regularized_adversary():
+    # min_q E_q[A] + lam KL(q || pi) over distributions on 5 actions: q* ~ pi exp(-A / lam)
+    torch.manual_seed(0)
+    pi, adv = torch.softmax(torch.randn(5), 0), torch.randn(5)
+    for kappa in (0.2, 0.5, 0.9):
+        lam = (1 - kappa) / kappa
+        f = lambda q: (q * adv).sum() + lam * (q * (q / pi).log()).sum()
+        q_star = pi * torch.exp(-adv / lam)
+        q_star /= q_star.sum()
+        for _ in range(200):  # any other distribution is worse
+            other = torch.softmax(torch.log(q_star) + 0.3 * torch.randn(5), 0)
+            assert f(q_star) <= f(other) + 1e-6
+    # lam -> 0 (kappa -> 1): all mass on the worst action; lam -> inf (kappa -> 0): q = pi
+    cold = pi * torch.exp(-adv / 1e-3)
+    assert torch.argmax(cold) == torch.argmin(adv)
+    hot = pi * torch.exp(-adv / 1e6)
+    assert torch.allclose(hot / hot.sum(), pi, atol=1e-5)
+
+
+# --- the attacker --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kappa", [1.0, 0.5])
+def test_pgd_stays_in_ball_and_beats_clean_and_random(kappa):
+    agent, obs, actions, old_logp, adv = surrogate_problem()
+    eps = 0.3
+    objective = barpo.adversary_objective(agent, obs, actions, old_logp, adv, 0.2, kappa)
+    o_hat = barpo.pgd_attack(obs, objective, eps, 10)
+    assert (o_hat - obs).abs().max() <= eps + 1e-6
+    noise = obs + eps * (2 * torch.rand_like(obs) - 1)
+    with torch.no_grad():
+        attacked, clean, random = objective(o_hat).mean(), objective(obs).mean(), objective(noise).mean()
+    assert attacked < clean and attacked < random
+
+
+def test_kappa_sets_strength():
+    """kappa = 1 attacks the surrogate alone; smaller kappa makes the adversary pay in KL, so the
+    realized KL(pi(.|o) || pi(.|o_hat)) shrinks, towards 0 at kappa -> 0 (the SPO limit), and the
+    surrogate is hurt less."""
+    agent, obs, actions, old_logp, adv = surrogate_problem(n=512)
+    with torch.no_grad():  # a policy that reacts to its input, as a trained one does
+        agent.mu[4].weight.mul_(10.0)
+        agent.log_std.fill_(-1.0)
+        dist = agent.policy(obs)
+        actions = dist.sample()
+        old_logp = dist.log_prob(actions).sum(-1)
+    at_one = barpo.adversary_objective(agent, obs, actions, old_logp, adv, 0.2, 1.0)
+    with torch.no_grad():
+        assert torch.equal(at_one(obs), barpo.surrogate(old_logp, old_logp, adv, 0.2))
+    kls, surrogates = [], []
+    for kappa in (1.0, 0.1, 0.01):
+        torch.manual_seed(1)
+        objective = barpo.adversary_objective(agent, obs, actions, old_logp, adv, 0.2, kappa)
+        o_hat = barpo.pgd_attack(obs, objective, 0.3, 20)
+        with torch.no_grad():
+            kls.append(barpo.gaussian_kl(agent.mu(obs), agent.mu(o_hat), agent.log_std).mean().item())
+            logp = agent.policy(o_hat).log_prob(actions).sum(-1)
+            surrogates.append(barpo.surrogate(logp, old_logp, adv, 0.2).mean().item())
+    assert kls[0] > kls[1] > kls[2] and kls[2] < 0.1 * kls[0]
+    assert surrogates[0] < surrogates[2]
+
+
+def test_gradient_attacks_stay_in_ball_and_do_their_job():
+    agent, obs, *_ = surrogate_problem(n=512)
+    eps = 0.2
+    for name in ("random", "critic", "mad"):
+        o_hat = barpo.make_attack(name, agent, eps, 10)(obs)
+        assert (o_hat - obs).abs().max() <= eps + 1e-6, name
+        assert torch.equal(barpo.make_attack(name, agent, 0.0, 10)(obs), obs), name
+    with torch.no_grad():
+        kl = lambda o_hat: barpo.gaussian_kl(agent.mu(obs), agent.mu(o_hat), agent.log_std).mean()
+        assert kl(barpo.make_attack("mad", agent, eps, 10)(obs)) > 2 * kl(barpo.make_attack("random", agent, eps, 10)(obs))
+        critic_hat = barpo.make_attack("critic", agent, eps, 10)(obs)
+        assert (agent.value(critic_hat) < agent.value(obs)).float().mean() > 0.95
+
+
+def test_attack_strength_and_eps_schedules():
+    cfg = barpo.Config(algo="barpo", eps=0.1)
+    assert barpo.attack_strength(cfg, 0.0) == 0.0
+    assert barpo.attack_strength(cfg, 0.25) == pytest.approx(0.5)
+    assert barpo.attack_strength(cfg, 0.9) == 1.0
+    assert barpo.attack_strength(barpo.Config(algo="spo"), 0.9) == 0.0
+    assert barpo.attack_strength(barpo.Config(algo="arpo"), 0.0) == 1.0
+    assert barpo.attack_strength(barpo.Config(algo="barpo", kappa=0.3), 0.9) == 0.3
+    assert barpo.epsilon(cfg, 0.375) == pytest.approx(0.05) and barpo.epsilon(cfg, 0.8) == 0.1
+
+
+# --- the bilevel loop: kappa limits are SPO and ARPO to the bit -----------------------------
+
+def train_weights(**overrides):
+    cfg = barpo.Config(env="Hopper-v4", total_steps=4096, eps=0.075, **overrides)
+    torch.manual_seed(cfg.seed)
+    envs = barpo.make_envs(cfg.env, cfg.num_envs)
+    agent, norm = barpo.Agent(11, 3), barpo.ObsNormalizer(11)
+    rows = barpo.train(cfg, envs, agent, norm, CPU, log=lambda s: None)
+    envs.close()
+    return agent.state_dict(), norm, rows
+
+
+def test_kappa_zero_is_spo_and_kappa_one_is_arpo_bit_for_bit():
+    spo, spo_norm, _ = train_weights(algo="spo")
+    k0, k0_norm, rows = train_weights(algo="barpo", kappa=0.0)
+    assert all(torch.equal(spo[k], k0[k]) for k in spo)
+    assert np.array_equal(spo_norm.mean, k0_norm.mean)
+    assert all(r["attack_kl"] == 0 for r in rows)
+    arpo, _, arpo_rows = train_weights(algo="arpo")
+    k1, _, _ = train_weights(algo="barpo", kappa=1.0)
+    assert all(torch.equal(arpo[k], k1[k]) for k in arpo)
+    assert not torch.equal(arpo["mu.0.weight"], spo["mu.0.weight"])  # the adversary did act
+    assert arpo_rows[-1]["attack_kl"] > 0
+
+
+# --- learning, checkpoints, evaluation, the optimal attack ---------------------------------
+
+@pytest.fixture(scope="module")
+def pendulum_run(tmp_path_factory):
+    """SPO on InvertedPendulum-v4 for 40,960 steps through main(): about 15 s."""
+    out = tmp_path_factory.mktemp("pendulum")
+    result = barpo.main(["--env", "InvertedPendulum-v4", "--algo", "spo", "--eps", "0.3",
+                         "--total-steps", "40960", "--episodes", "5", "--attacks", "none,random",
+                         "--out", str(out)])
+    return out, result
+
+
+def test_spo_learns_inverted_pendulum(pendulum_run):
+    out, result = pendulum_run
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert float(rows[0]["episode_return"]) < 100          # a random policy falls at once
+    assert result["returns"]["none"]["mean"] > 900          # max 1000
+
+
+def test_checkpoint_round_trip_restores_normalizer(pendulum_run, tmp_path):
+    out, _ = pendulum_run
+    agent, norm, state = barpo.load_checkpoint(out / "checkpoint.pt", CPU)
+    assert state["config"]["env"] == "InvertedPendulum-v4" and state["env_steps"] == 40960
+    assert norm.count > 40000 and not np.allclose(norm.var, 1.0)
+    path = tmp_path / "again.pt"
+    barpo.save_checkpoint(path, agent, norm, barpo.Config(**state["config"]), 4, 1, 40960)
+    agent2, norm2, _ = barpo.load_checkpoint(path, CPU)
+    assert np.array_equal(norm.mean, norm2.mean) and np.array_equal(norm.var, norm2.var)
+    assert all(torch.equal(a, b) for a, b in zip(agent.state_dict().values(), agent2.state_dict().values()))
+    assert not (tmp_path / "again.pt.tmp").exists()
+
+
+def test_eps_zero_leaves_every_attack_harmless(pendulum_run):
+    out, _ = pendulum_run
+    agent, norm, _ = barpo.load_checkpoint(out / "checkpoint.pt", CPU)
+    table, _ = barpo.attack_suite(agent, norm, "InvertedPendulum-v4", 0.0, barpo.ATTACKS, 3, 0,
+                                  CPU, log=lambda s: None)
+    assert len({round(r["mean"], 6) for r in table.values()}) == 1
+
+
+def test_optimal_attack_at_large_eps_lowers_return(pendulum_run):
+    out, _ = pendulum_run
+    agent, norm, _ = barpo.load_checkpoint(out / "checkpoint.pt", CPU)
+    attack = barpo.train_optimal_attack(agent, norm, "InvertedPendulum-v4", 2.0, 20480, 1, CPU,
+                                        log=lambda s: None)
+    obs = torch.randn(100, 4)
+    assert (attack(obs) - obs).abs().max() <= 2.0 + 1e-6
+    natural = barpo.evaluate(agent, norm, "InvertedPendulum-v4", lambda o: o, 5, 0, CPU).mean()
+    attacked = barpo.evaluate(agent, norm, "InvertedPendulum-v4", attack, 5, 0, CPU).mean()
+    assert attacked < 0.2 * natural
+
+
+def test_eval_cli_writes_documented_json(pendulum_run, tmp_path):
+    out, _ = pendulum_run
+    proc = run_cli("--eval", str(out / "checkpoint.pt"), "--eps", "0.5", "--episodes", "3",
+                   "--attacks", "none,mad,critic", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert {"env", "algo", "seed", "total_steps", "eps", "command", "returns", "worst"} <= set(result)
+    assert result["env"] == "InvertedPendulum-v4" and result["eps"] == 0.5
+    assert set(result["returns"]) == {"none", "mad", "critic"}
+    assert result["worst"] == min(["mad", "critic"], key=lambda a: result["returns"][a]["mean"])
+    assert all({"mean", "std"} <= set(r) for r in result["returns"].values())
+    assert "worst" in proc.stdout
+
+
+@pytest.mark.parametrize("algo", ["spo", "arpo", "barpo"])
+def test_each_algo_end_to_end_on_hopper(algo, tmp_path):
+    proc = run_cli("--env", "Hopper-v4", "--algo", algo, "--total-steps", "4096", "--episodes", "2",
+                   "--attacks", "none,random,critic,mad", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert len(rows) == 2
+    assert {"iteration", "env_steps", "wall_time_s", "sps", "episode_return", "kappa", "eps",
+            "attack_kl"} <= set(rows[0])
+    assert float(rows[1]["kappa"]) == {"spo": 0.0, "arpo": 1.0, "barpo": 1.0}[algo]
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["config"]["algo"] == algo
+    assert json.loads((tmp_path / "eval.json").read_text())["algo"] == algo
+    assert "steps/s" in proc.stdout and "left" in proc.stdout
+
+
+def test_ctrl_c_saves_checkpoint(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-W", "ignore", str(HERE / "barpo.py"), "--algo", "spo",
+                             "--total-steps", "2000000", "--out", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (
+            (tmp_path / "metrics.csv").exists() and len((tmp_path / "metrics.csv").read_text().splitlines()) > 2):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    barpo.load_checkpoint(tmp_path / "checkpoint.pt", CPU)
+
+
+# --- bad input: one line, exit 2, no traceback ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(pendulum_run, tmp_path_factory):
+    out, _ = pendulum_run
+    folder = tmp_path_factory.mktemp("bad")
+    (folder / "broken.pt").write_bytes(b"this is not a checkpoint")
+    good = (out / "checkpoint.pt").read_bytes()
+    (folder / "truncated.pt").write_bytes(good[: len(good) // 2])
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    state["config"]["env"] = "Hopper-v4"   # claims Hopper but has the pendulum's sizes
+    torch.save(state, folder / "wrong_size.pt")
+    return out / "checkpoint.pt", folder
+
+
+BAD_INPUTS = {
+    "unknown task": (["--env", "NoSuchTask-v0"], "unknown task"),
+    "discrete actions": (["--env", "CartPole-v1", "--eps", "0.1"], "action space"),
+    "non-Box observations": (["--env", "FrozenLake-v1", "--eps", "0.1"], "observation space"),
+    "negative eps": (["--eps", "-0.1"], "--eps"),
+    "no default eps": (["--env", "InvertedPendulum-v4"], "no default eps"),
+    "kappa above 1": (["--kappa", "1.5"], "outside [0, 1]"),
+    "kappa below 0": (["--kappa", "-0.1"], "outside [0, 1]"),
+    "kappa for arpo": (["--algo", "arpo", "--kappa", "0.5"], "--kappa"),
+    "too few steps": (["--total-steps", "1000"], "less than one iteration"),
+    "negative guidance": (["--spo-guidance", "-1"], "--spo-guidance"),
+    "unknown attack": (["--attacks", "none,fgsm"], "unknown attack"),
+    "missing checkpoint": (["--eval", "/nonexistent/checkpoint.pt"], "not found"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_fails_with_one_line(case, tmp_path):
+    args, expected = BAD_INPUTS[case]
+    proc = run_cli(*args, "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("case", ["broken", "truncated", "other task", "wrong size", "init other task"])
+def test_bad_checkpoint_fails_with_one_line(case, bad_checkpoints):
+    good, folder = bad_checkpoints
+    args, expected = {
+        "broken": (["--eval", str(folder / "broken.pt")], "cannot read checkpoint"),
+        "truncated": (["--eval", str(folder / "truncated.pt")], "cannot read checkpoint"),
+        "other task": (["--eval", str(good), "--env", "Hopper-v4"], "is for InvertedPendulum-v4"),
+        "wrong size": (["--eval", str(folder / "wrong_size.pt")], "observation/action size"),
+        "init other task": (["--init", str(good), "--env", "Hopper-v4"], "is for InvertedPendulum-v4"),
+    }[case]
+    proc = run_cli(*args, "--out", str(folder / "out"))
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert good.exists()
