@@ -4,6 +4,7 @@ SPO and ARPO exactly, learning happens, and bad input fails cleanly. About 5 min
 import csv
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -336,3 +337,24 @@ def test_bad_checkpoint_fails_with_one_line(case, bad_checkpoints):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0] and "Traceback" not in proc.stderr, proc.stderr
     assert good.exists()
+
+
+# --- the notebook ----------------------------------------------------------------------------
+
+def test_notebook_runs_in_quick_mode(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(HERE / "spo_arpo_barpo_tutorial.ipynb", as_version=4)
+    os.environ["BARPO_QUICK"] = "1"
+    try:
+        nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                resources={"metadata": {"path": str(HERE)}}).execute()
+    finally:
+        del os.environ["BARPO_QUICK"]
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "mode: QUICK" in text
+    # the toy's claim, from the notebook's own numbers: ARPO sticks, the kappa ramp does not
+    share = {line[:30].strip(): float(line[30:].split()[0]) for line in text.splitlines()
+             if line.startswith(("SPO (kappa 0)", "ARPO (kappa 1)", "BARPO ramp"))}
+    assert share["SPO (kappa 0)"] < 0.1 and share["ARPO (kappa 1)"] < 0.5
+    assert share["BARPO ramp 0->1 (first half)"] > 0.9
