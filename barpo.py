@@ -577,7 +577,7 @@ def train(cfg, envs, agent, obs_norm, device, metrics_path=None, log=print):
                 left = (now - start) / (k + 1) * (iterations - k - 1)
                 log(f"it {k + 1}/{iterations} | steps {row['env_steps']:,} | {row['sps']:,.0f} steps/s"
                     f" | left {left / 60:.1f} min | return {recent_return:.1f} | kappa {kappa:.2f}"
-                    f" | eps {eps:.4f} | attack KL {attack_kl:.4f}")
+                    f" | eps {eps:.4f} | attack KL {attack_kl:.2e}")
     finally:
         if csv_file:
             csv_file.close()
@@ -646,16 +646,16 @@ def train_optimal_attack(victim, obs_norm, env_id, eps, steps, seed, device, num
     return attack
 
 
-def make_attack(name, agent, eps, cfg_pgd_steps):
+def make_attack(name, agent, eps, pgd_steps):
     """Gradient and noise attacks as functions o -> o_hat (the optimal one is trained separately)."""
     if name == "none" or eps == 0:
         return lambda obs: obs
     if name == "random":
         return lambda obs: obs + eps * (2 * torch.rand_like(obs) - 1)
     if name == "critic":
-        return lambda obs: pgd_attack(obs, critic_objective(agent), eps, cfg_pgd_steps)
+        return lambda obs: pgd_attack(obs, critic_objective(agent), eps, pgd_steps)
     if name == "mad":
-        return lambda obs: pgd_attack(obs, mad_objective(agent, obs), eps, cfg_pgd_steps)
+        return lambda obs: pgd_attack(obs, mad_objective(agent, obs), eps, pgd_steps)
     raise ValueError(name)
 
 
