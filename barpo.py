@@ -383,6 +383,12 @@ def surrogate(logp, old_logp, adv, clip):
     return torch.min(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
 
 
+def surrogate_at(agent, obs, actions, old_logp, adv, clip):
+    """l_t(theta; o): the surrogate with the current policy evaluated at observation o, clean or
+    attacked (the behaviour log-probability old_logp is always the clean one)."""
+    return surrogate(agent.policy(obs).log_prob(actions).sum(-1), old_logp, adv, clip)
+
+
 def gaussian_kl(mu_p, mu_q, log_std):
     """KL(N(mu_p, s^2) || N(mu_q, s^2)) summed over action dims, per sample.
 
@@ -506,15 +512,13 @@ def bilevel_update(agent, optimizer, batch, cfg, kappa, eps):
             if kappa > 0:
                 o_hat = pgd_attack(o, adversary_objective(agent, o, a, lp_old, adv, cfg.clip, kappa),
                                    eps, cfg.pgd_steps)
-                dist = agent.policy(o_hat)
-                objective = surrogate(dist.log_prob(a).sum(-1), lp_old, adv, cfg.clip).mean()
+                objective = surrogate_at(agent, o_hat, a, lp_old, adv, cfg.clip).mean()
                 if cfg.spo_guidance > 0:
-                    clean = agent.policy(o).log_prob(a).sum(-1)
-                    objective = objective + cfg.spo_guidance * surrogate(clean, lp_old, adv, cfg.clip).mean()
+                    objective = objective + cfg.spo_guidance * surrogate_at(agent, o, a, lp_old, adv, cfg.clip).mean()
                 with torch.no_grad():
-                    attack_kl = gaussian_kl(agent.mu(o), dist.loc, agent.log_std).mean()
+                    attack_kl = gaussian_kl(agent.mu(o), agent.mu(o_hat), agent.log_std).mean()
             else:
-                objective = surrogate(agent.policy(o).log_prob(a).sum(-1), lp_old, adv, cfg.clip).mean()
+                objective = surrogate_at(agent, o, a, lp_old, adv, cfg.clip).mean()
                 attack_kl = torch.zeros((), device=o.device)
             value_loss = 0.5 * ((agent.value(o) - ret) ** 2).mean()
             optimizer.zero_grad()

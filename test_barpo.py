@@ -21,6 +21,7 @@ import barpo
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 HERE = Path(__file__).resolve().parent
 CPU = torch.device("cpu")
+torch.set_num_threads(1)  # as main() does; two threads on a busy 2-core machine crawl
 
 
 def run_cli(*args, timeout=600):
