@@ -98,7 +98,7 @@ class UsageError(Exception):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(
-        prog="barpo.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="barpo.py",
         description="Train SPO, ARPO or BARPO on a gymnasium task with Box observations and "
                     "actions, then evaluate it under observation attacks. Or, with --eval, only "
                     "evaluate a saved agent.")
@@ -106,10 +106,10 @@ def parse_args(argv):
                    help="gymnasium task id (default Hopper-v4; with --eval, the checkpoint's task)")
     p.add_argument("--algo", default="barpo", choices=["spo", "arpo", "barpo"],
                    help="spo: standard PPO; arpo: PPO against the strongest PGD adversary; "
-                        "barpo: adversary of modulated strength kappa")
+                        "barpo (default): adversary of modulated strength kappa")
     p.add_argument("--total-steps", type=int, default=Config.total_steps,
-                   help="environment steps of training (multiple of 2048 used)")
-    p.add_argument("--seed", type=int, default=0, help="seed of torch and the environments")
+                   help="environment steps of training, in whole iterations of 2048 (default %(default)s, the published budget)")
+    p.add_argument("--seed", type=int, default=0, help="seed of torch and the environments (default %(default)s)")
     p.add_argument("--eps", type=float, default=None,
                    help="radius of the L-infinity ball on the normalized observation; default "
                         "per task: " + ", ".join(f"{k} {v}" for k, v in TASK_EPS.items()) +
@@ -117,24 +117,24 @@ def parse_args(argv):
     p.add_argument("--kappa", type=float, default=None,
                    help="BARPO only: constant adversary strength in [0, 1] instead of the ramp")
     p.add_argument("--kappa-ramp", type=float, default=Config.kappa_ramp,
-                   help="BARPO only: fraction of training over which kappa ramps from 0 to 1")
+                   help="BARPO only: fraction of training over which kappa ramps from 0 to 1 (default %(default)s)")
     p.add_argument("--spo-guidance", type=float, default=Config.spo_guidance,
-                   help="weight g >= 0 of the clean surrogate added to the ARPO/BARPO objective")
+                   help="weight g >= 0 of the clean surrogate added to the ARPO/BARPO objective (default %(default)s)")
     p.add_argument("--pgd-steps", type=int, default=Config.pgd_steps,
-                   help="sign-gradient steps of every PGD attack (training and evaluation)")
+                   help="sign-gradient steps of every PGD attack, in training and evaluation (default %(default)s)")
     p.add_argument("--num-envs", type=int, default=Config.num_envs,
-                   help="parallel environments (synchronous vector env); must divide 2048")
+                   help="parallel environments (synchronous vector env); must divide 2048 (default %(default)s)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="where the networks live; auto picks CUDA when present")
+                   help="where the networks live; auto (default) picks CUDA when present")
     p.add_argument("--out", default=None,
                    help="run folder (default runs/<env>-<algo>-seed<seed>)")
-    p.add_argument("--episodes", type=int, default=50, help="evaluation episodes per attack")
+    p.add_argument("--episodes", type=int, default=50, help="evaluation episodes per attack (default %(default)s)")
     p.add_argument("--attacks", default=",".join(ATTACKS),
-                   help="comma-separated evaluation attacks from: " + ",".join(ATTACKS))
+                   help="comma-separated evaluation attacks (default: all of %(default)s)")
     p.add_argument("--optimal-attack-steps", type=int, default=200_000,
                    help="PPO steps to train the learned optimal attacker (published evaluations "
                         "train it for millions of steps and scan hyperparameters; this default "
-                        "fits a few CPU minutes and so gives an upper bound on robustness)")
+                        "fits a few CPU minutes and so gives an upper bound on robustness; default %(default)s)")
     p.add_argument("--eval", default=None, metavar="CHECKPOINT",
                    help="only evaluate this checkpoint.pt (no training)")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
