@@ -634,6 +634,7 @@ def train_optimal_attack(victim, obs_norm, env_id, eps, steps, seed, device, num
     cfg = Config(env=env_id, algo="spo", total_steps=max(steps, 2048), seed=seed, num_envs=num_envs)
     envs = VictimUnderAttack(make_envs(env_id, num_envs), victim, obs_norm, eps, device)
     dim = envs.single_observation_space.shape[0]
+    torch.manual_seed(seed)
     attacker, attacker_norm = Agent(dim, dim).to(device), ObsNormalizer(dim)
     victim.requires_grad_(False)
     try:
@@ -665,7 +666,9 @@ def make_attack(name, agent, eps, pgd_steps):
 
 def evaluate(agent, obs_norm, env_id, attack, episodes, seed, device):
     """Return of `episodes` episodes with the deterministic action mu(o_hat), normalizer frozen.
-    Episode i always starts from reset(seed=seed + i), so every attack faces the same episodes."""
+    Episode i always starts from reset(seed=seed + i), so every attack faces the same episodes,
+    and torch is seeded too, so that random noise and PGD's random starts repeat."""
+    torch.manual_seed(seed)
     envs = make_envs(env_id, episodes)
     low, high = envs.single_action_space.low, envs.single_action_space.high
     raw, _ = envs.reset(seed=seed)

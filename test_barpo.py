@@ -226,6 +226,14 @@ def test_eps_zero_leaves_every_attack_harmless(pendulum_run):
     assert len({round(r["mean"], 6) for r in table.values()}) == 1
 
 
+def test_evaluation_repeats_exactly(pendulum_run):
+    out, _ = pendulum_run
+    agent, norm, _ = barpo.load_checkpoint(out / "checkpoint.pt", CPU)
+    runs = [barpo.evaluate(agent, norm, "InvertedPendulum-v4", barpo.make_attack(name, agent, 0.5, 10),
+                           3, 7, CPU) for name in ("random", "mad", "random", "mad")]
+    assert np.array_equal(runs[0], runs[2]) and np.array_equal(runs[1], runs[3])
+
+
 def test_optimal_attack_at_large_eps_lowers_return(pendulum_run):
     out, _ = pendulum_run
     agent, norm, _ = barpo.load_checkpoint(out / "checkpoint.pt", CPU)
