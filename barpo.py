@@ -434,10 +434,12 @@ def adversary_objective(agent, obs, actions, old_logp, adv, clip, kappa):
     kappa = 1: f = l, the strongest adversary of ARPO / CAR-PPO (it only hurts the surrogate).
     kappa -> 0: the KL term dominates and its minimizer is o_hat = o, i.e. SPO (the loop skips the
     attack at kappa = 0 so that the update is SPO's to the bit).
-    In between it is the Lagrangian of "hurt the surrogate most within a KL budget": the adversary
-    pays (1 - kappa) / kappa nats of surrogate for every nat it moves the policy. Relaxed to
-    policy space, min_q E_q[A] + lam KL(q || pi) is solved by q(a) ~ pi(a|o) exp(-A(o, a) / lam), an
-    exponentially tilted policy with temperature lam = (1 - kappa) / kappa (the notebook plots it).
+    In between it is the Lagrangian of "hurt the surrogate most within a KL budget": divided by
+    kappa, f is l + lam * KL with lam = (1 - kappa) / kappa, so every nat of KL the adversary causes
+    costs it lam units of surrogate. Relaxed to policy space, min_q E_q[A] + lam KL(q || pi) is
+    solved by q(a) ~ pi(a|o) exp(-A(o, a) / lam) (set the derivative of the Lagrangian with
+    sum_a q(a) = 1 to zero: A(a) + lam (log q(a)/pi(a) + 1) + nu = 0): an exponentially tilted
+    policy with temperature lam (the notebook plots it; a test checks it).
     """
     mu_clean = agent.mu(obs).detach()
 
