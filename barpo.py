@@ -170,10 +170,14 @@ def config_from_args(args):
     if cfg.total_steps < cfg.steps_per_iteration:
         raise UsageError(f"--total-steps {cfg.total_steps} is less than one iteration; give at "
                          f"least {cfg.steps_per_iteration}")
+    check_eval_args(args)
+    return cfg
+
+
+def check_eval_args(args):
     if args.episodes < 1:
         raise UsageError(f"--episodes {args.episodes} must be at least 1")
     parse_attacks(args.attacks)
-    return cfg
 
 
 def check_task(env_id):
@@ -441,7 +445,8 @@ def adversary_objective(agent, obs, actions, old_logp, adv, clip, kappa):
     sum_a q(a) = 1 to zero: A(a) + lam (log q(a)/pi(a) + 1) + nu = 0): an exponentially tilted
     policy with temperature lam (the notebook plots it; a test checks it).
     """
-    mu_clean = agent.mu(obs).detach()
+    with torch.no_grad():
+        mu_clean = agent.mu(obs)
 
     def objective(o_hat):
         mu = agent.mu(o_hat)
@@ -462,7 +467,8 @@ def critic_objective(agent):
 
 def mad_objective(agent, obs):
     """MAD attack: maximize KL(pi(.|o) || pi(.|o_hat)), i.e. minimize its negative."""
-    mu_clean = agent.mu(obs).detach()
+    with torch.no_grad():
+        mu_clean = agent.mu(obs)
     return lambda o_hat: -gaussian_kl(mu_clean, agent.mu(o_hat), agent.log_std.detach())
 
 
@@ -787,9 +793,7 @@ def main(argv=None):
         info = {**state["config"], "total_steps": state["env_steps"]}
         eps = info["eps"] if args.eps is None else args.eps
         check_eps(eps)
-        if args.episodes < 1:
-            raise UsageError(f"--episodes {args.episodes} must be at least 1")
-        parse_attacks(args.attacks)
+        check_eval_args(args)
         envs = make_envs(info["env"], 1)
         check_dims(state, envs, args.eval)
         envs.close()
