@@ -449,12 +449,10 @@ def adversary_objective(agent, obs, actions, old_logp, adv, clip, kappa):
         mu_clean = agent.mu(obs)
 
     def objective(o_hat):
-        mu = agent.mu(o_hat)
-        logp = torch.distributions.Normal(mu, agent.log_std.exp(), validate_args=False) \
-            .log_prob(actions).sum(-1)
-        value = kappa * surrogate(logp, old_logp, adv, clip)
+        dist = agent.policy(o_hat)  # one forward pass serves both terms
+        value = kappa * surrogate(dist.log_prob(actions).sum(-1), old_logp, adv, clip)
         if kappa < 1:
-            value = value + (1 - kappa) * gaussian_kl(mu_clean, mu, agent.log_std.detach())
+            value = value + (1 - kappa) * gaussian_kl(mu_clean, dist.loc, agent.log_std.detach())
         return value
 
     return objective
