@@ -349,6 +349,25 @@ def test_bad_checkpoint_fails_with_one_line(case, bad_checkpoints):
     assert good.exists()
 
 
+# --- the shipped results ---------------------------------------------------------------------
+
+SHIPPED = sorted(p.parent.relative_to(HERE) for p in HERE.glob("results/**/eval.json"))
+
+
+@pytest.mark.parametrize("run", SHIPPED, ids=str)
+def test_shipped_checkpoint_reproduces_its_natural_return(run):
+    # The README's numbers come from these eval.json files: each checkpoint must still give its
+    # recorded natural return. Same episode seeds, deterministic actions: on the machine that made
+    # it the return repeats exactly; another CPU's float rounding may move chaotic episodes a bit.
+    shipped = json.loads((HERE / run / "eval.json").read_text())
+    agent, norm, state = barpo.load_checkpoint(HERE / run / "checkpoint.pt", CPU, shipped["env"])
+    assert (state["config"]["algo"], state["config"]["seed"]) == (shipped["algo"], shipped["seed"])
+    returns = barpo.evaluate(agent, norm, shipped["env"], lambda o: o, shipped["episodes"],
+                             shipped["seed"], CPU)
+    recorded = shipped["returns"]["none"]
+    assert abs(returns.mean() - recorded["mean"]) <= 3 * recorded["std"] / math.sqrt(len(returns)) + 1
+
+
 # --- the notebook ----------------------------------------------------------------------------
 
 def test_notebook_runs_in_quick_mode(tmp_path):
