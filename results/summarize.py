@@ -1,0 +1,78 @@
+"""Print the README's result tables from the eval.json files under results/ (standard library only).
+
+    python results/summarize.py            # markdown tables, as pasted into README.md
+
+Layout: results/<group>/<task>/<variant>/seed<k>/eval.json, where <group> names the budget or the
+experiment (short = 500k steps, ablation = BARPO candidates) and <variant> is the algorithm or the
+ablation candidate. The notebook imports load_runs() to plot the same numbers.
+"""
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+ATTACKS = ("random", "critic", "mad", "optimal")
+
+
+def load_runs(root=ROOT):
+    """One dict per run: group, task, variant, seed, steps, natural, worst, worst attack, the
+    per-attack means, and the mean realized attack KL of the last 10% of training iterations."""
+    runs = []
+    for path in sorted(Path(root).glob("*/*/*/seed*/eval.json")):
+        group, task, variant, seed = path.parent.relative_to(root).parts
+        result = json.loads(path.read_text())
+        means = {name: r["mean"] for name, r in result["returns"].items()}
+        rows = list(csv.DictReader(open(path.parent / "metrics.csv")))
+        last = rows[-max(1, len(rows) // 10):]
+        runs.append({"group": group, "task": task, "variant": variant, "seed": result["seed"],
+                     "steps": result["total_steps"], "natural": means["none"],
+                     "worst": means[result["worst"]], "worst_attack": result["worst"],
+                     "returns": means, "command": result["command"],
+                     "final_kl": statistics.fmean(float(r["attack_kl"]) for r in last)})
+    return runs
+
+
+def spread(values):
+    return f"{statistics.median(values):.0f} ({min(values):.0f}-{max(values):.0f})"
+
+
+def summary_table(runs, key="variant"):
+    lines = [f"| {key} | seeds | natural: median (min-max) | worst case: median (min-max) "
+             "| attack KL, last 10% | worst attacks |", "|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(r[key] for r in runs):
+        group = [r for r in runs if r[key] == name]
+        worst_by = ", ".join(sorted(r["worst_attack"] for r in group))
+        lines.append(f"| {name} | {len(group)} | {spread([r['natural'] for r in group])} "
+                     f"| {spread([r['worst'] for r in group])} "
+                     f"| {statistics.median(r['final_kl'] for r in group):.2g} | {worst_by} |")
+    return "\n".join(lines)
+
+
+def per_seed_table(runs):
+    lines = ["| run | seed | natural | " + " | ".join(ATTACKS) + " | worst |",
+             "|---|---|---|" + "---|" * len(ATTACKS) + "---|"]
+    for r in runs:
+        cells = " | ".join(f"{r['returns'][a]:.0f}" if a in r["returns"] else "-" for a in ATTACKS)
+        lines.append(f"| {r['task']}/{r['variant']} | {r['seed']} | {r['natural']:.0f} | {cells} "
+                     f"| {r['worst']:.0f} ({r['worst_attack']}) |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    runs = load_runs()
+    order = {"spo": 0, "arpo": 1, "barpo": 2}
+    for group in dict.fromkeys(r["group"] for r in runs):
+        for task in dict.fromkeys(r["task"] for r in runs if r["group"] == group):
+            chosen = sorted((r for r in runs if (r["group"], r["task"]) == (group, task)),
+                            key=lambda r: (order.get(r["variant"], 3), r["variant"], r["seed"]))
+            if group == "ablation":  # the default BARPO, ARPO and SPO runs are its reference rows
+                reference = sorted((r for r in runs if (r["group"], r["task"]) == ("short", task)),
+                                   key=lambda r: (order.get(r["variant"], 3), r["seed"]))
+                chosen = [{**r, "variant": f"{r['variant']} (short/)"} for r in reference] + chosen
+            steps = sorted({r["steps"] for r in chosen})
+            print(f"\n### {group} / {task} ({', '.join(f'{s:,}' for s in steps)} steps)\n")
+            print(summary_table(chosen))
+            print()
+            print(per_seed_table(chosen))
