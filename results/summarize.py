@@ -35,6 +35,8 @@ def load_runs(root=ROOT):
 
 
 def spread(values):
+    if len(values) == 1:   # one seed has no spread to show
+        return f"{values[0]:.0f}"
     return f"{statistics.median(values):.0f} ({min(values):.0f}-{max(values):.0f})"
 
 
