@@ -37,11 +37,11 @@ def load_runs(root=ROOT):
 def spread(values):
     if len(values) == 1:   # one seed has no spread to show
         return f"{values[0]:.0f}"
-    return f"{statistics.median(values):.0f} ({min(values):.0f}-{max(values):.0f})"
+    return f"{statistics.median(values):.0f} [{min(values):.0f}, {max(values):.0f}]"
 
 
 def summary_table(runs, key="variant"):
-    lines = [f"| {key} | seeds | natural: median (min-max) | worst case: median (min-max) "
+    lines = [f"| {key} | seeds | natural: median [min, max] | worst case: median [min, max] "
              "| attack KL, last 10% | worst attacks |", "|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r[key] for r in runs):
         group = [r for r in runs if r[key] == name]
