@@ -33,9 +33,10 @@ FOSP (first-order stationary policy)          where the upper-level gradient van
 What is reconstructed. The paper's text is not available to this project; only its abstract and
 public summaries are. The KL-regularized lower level
     o_hat(kappa) = argmin_{B_eps(o)} kappa * l(theta; o_hat) + (1 - kappa) * KL(pi(.|o) || pi(.|o_hat)),
-the kappa schedule (a ramp from 0 to 1), and the way SPO guidance enters are this project's
-reading of "modulating adversary strength" with "a KL surrogate". Everything else (PPO, the
-CAR-PPO robust surrogate, the eps ramp, the attacks) follows published settings.
+the kappa schedule (a constant 0.02 by default, chosen by measurement; a ramp from 0 to 1 on
+request), and the way SPO guidance enters are this project's reading of "modulating adversary
+strength" with "a KL surrogate". Everything else (PPO, the CAR-PPO robust surrogate, the eps
+ramp, the attacks) follows published settings.
 """
 
 import argparse
@@ -73,8 +74,9 @@ class Config:
     total_steps: int = 2_000_000         # 976 iterations of 2048 steps ~ the published budget
     seed: int = 0
     eps: float | None = None             # None: take TASK_EPS
-    kappa: float | None = None           # None: the schedule; a number: constant strength
-    kappa_ramp: float = 0.5              # fraction of training over which kappa goes 0 -> 1
+    kappa: float | None = 0.02           # constant strength (chosen by the Hopper-v4 ablation,
+                                         # README); None: ramp 0 -> 1 over the first kappa_ramp
+    kappa_ramp: float = 0.5              # fraction of training the ramp takes (when kappa is None)
     spo_guidance: float = 0.0            # weight g of the clean surrogate in ARPO/BARPO
     num_envs: int = 8
     device: str = "auto"
@@ -115,9 +117,12 @@ def parse_args(argv):
                         "per task: " + ", ".join(f"{k} {v}" for k, v in TASK_EPS.items()) +
                         "; required for other tasks; with --eval, default the checkpoint's")
     p.add_argument("--kappa", type=float, default=None,
-                   help="BARPO only: constant adversary strength in [0, 1] instead of the ramp")
-    p.add_argument("--kappa-ramp", type=float, default=Config.kappa_ramp,
-                   help="BARPO only: fraction of training over which kappa ramps from 0 to 1 (default %(default)s)")
+                   help=f"BARPO only: constant adversary strength in [0, 1] (default {Config.kappa}, "
+                        "chosen by the Hopper-v4 ablation in the README)")
+    p.add_argument("--kappa-ramp", type=float, default=None, metavar="FRACTION",
+                   help="BARPO only: instead of a constant kappa, ramp it from 0 to 1 over this "
+                        "fraction of training (the notebook toy's schedule; 0.5 was the default "
+                        "before the ablation)")
     p.add_argument("--spo-guidance", type=float, default=Config.spo_guidance,
                    help="weight g >= 0 of the clean surrogate added to the ARPO/BARPO objective (default %(default)s)")
     p.add_argument("--pgd-steps", type=int, default=Config.pgd_steps,
@@ -144,20 +149,23 @@ def parse_args(argv):
 
 def config_from_args(args):
     """Turn command-line arguments into a Config, rejecting bad input with a UsageError."""
-    cfg = Config(env=args.env or "Hopper-v4", algo=args.algo, total_steps=args.total_steps,
-                 seed=args.seed, eps=args.eps, kappa=args.kappa, kappa_ramp=args.kappa_ramp,
+    if args.kappa is not None and args.kappa_ramp is not None:
+        raise UsageError("give --kappa (a constant strength) or --kappa-ramp (a ramp), not both")
+    ramp = args.kappa_ramp is not None
+    cfg = Config(env=args.env or "Hopper-v4", algo=args.algo, total_steps=args.total_steps, seed=args.seed,
+                 eps=args.eps, kappa=None if ramp else Config.kappa if args.kappa is None else args.kappa,
+                 kappa_ramp=args.kappa_ramp if ramp else Config.kappa_ramp,
                  spo_guidance=args.spo_guidance, pgd_steps=args.pgd_steps,
                  num_envs=args.num_envs, device=args.device)
     check_task(cfg.env)
     if cfg.eps is None:
         cfg.eps = default_eps(cfg.env)
     check_eps(cfg.eps)
-    if cfg.kappa is not None:
-        if cfg.algo != "barpo":
-            raise UsageError(f"--kappa sets BARPO's strength; drop it or use --algo barpo "
-                             f"(spo is kappa 0, arpo is kappa 1)")
-        if not 0.0 <= cfg.kappa <= 1.0:
-            raise UsageError(f"--kappa {cfg.kappa} is outside [0, 1]; give a strength in [0, 1]")
+    if (args.kappa is not None or ramp) and cfg.algo != "barpo":
+        raise UsageError(f"--kappa and --kappa-ramp set BARPO's strength; drop them or use "
+                         f"--algo barpo (spo is kappa 0, arpo is kappa 1)")
+    if cfg.kappa is not None and not 0.0 <= cfg.kappa <= 1.0:
+        raise UsageError(f"--kappa {cfg.kappa} is outside [0, 1]; give a strength in [0, 1]")
     if not 0.0 < cfg.kappa_ramp <= 1.0:
         raise UsageError(f"--kappa-ramp {cfg.kappa_ramp} must be in (0, 1]")
     if cfg.spo_guidance < 0:
@@ -476,8 +484,11 @@ def mad_objective(agent, obs):
 
 def attack_strength(cfg, progress):
     """kappa_k for training progress in [0, 1): 0 for SPO, 1 for ARPO; for BARPO a constant
-    (--kappa) or a ramp from 0 to 1 over the first kappa_ramp of training: a continuation from
-    SPO's smooth landscape to ARPO's, so the policy is already good when the adversary is strong.
+    (--kappa, default 0.02) or a ramp from 0 to 1 over the first kappa_ramp of training
+    (--kappa-ramp: a continuation from SPO's smooth landscape to ARPO's, the toy's winner).
+    Why a constant this small: the realized attack KL changes between kappa ~ 0.01 and 0.3 and is
+    flat above (notebook section 3), so a linear ramp spends most of training at ARPO's strength;
+    on Hopper-v4 kappa 0.02 beat the ramp, kappa 0.1 and kappa 0.5 (README, ablation).
 
     Why global optima are preserved (ISA-MDP): if no o_hat in B_eps(o) changes the optimal
     action, the Bellman-optimal policy pi* is unaffected by every adversary in the ball, so

@@ -152,13 +152,17 @@ def test_gradient_attacks_stay_in_ball_and_do_their_job():
 
 
 def test_attack_strength_and_eps_schedules():
-    cfg = barpo.Config(algo="barpo", eps=0.1)
+    cfg = barpo.Config(algo="barpo", eps=0.1, kappa=None)   # kappa None: the ramp over the first half
     assert barpo.attack_strength(cfg, 0.0) == 0.0
     assert barpo.attack_strength(cfg, 0.25) == pytest.approx(0.5)
     assert barpo.attack_strength(cfg, 0.9) == 1.0
     assert barpo.attack_strength(barpo.Config(algo="spo"), 0.9) == 0.0
     assert barpo.attack_strength(barpo.Config(algo="arpo"), 0.0) == 1.0
     assert barpo.attack_strength(barpo.Config(algo="barpo", kappa=0.3), 0.9) == 0.3
+    # the command line: constant 0.02 unless told, the ramp only when asked for
+    assert barpo.attack_strength(barpo.config_from_args(barpo.parse_args([])), 0.9) == 0.02
+    ramp = barpo.config_from_args(barpo.parse_args(["--kappa-ramp", "0.25"]))
+    assert barpo.attack_strength(ramp, 0.125) == pytest.approx(0.5)
     assert barpo.epsilon(cfg, 0.375) == pytest.approx(0.05) and barpo.epsilon(cfg, 0.8) == 0.1
 
 
@@ -270,7 +274,7 @@ def test_each_algo_end_to_end_on_hopper(algo, tmp_path):
     assert len(rows) == 2
     assert {"iteration", "env_steps", "wall_time_s", "sps", "episode_return", "kappa", "eps",
             "attack_kl"} <= set(rows[0])
-    assert float(rows[1]["kappa"]) == {"spo": 0.0, "arpo": 1.0, "barpo": 1.0}[algo]
+    assert float(rows[1]["kappa"]) == {"spo": 0.0, "arpo": 1.0, "barpo": 0.02}[algo]
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["config"]["algo"] == algo
     assert json.loads((tmp_path / "eval.json").read_text())["algo"] == algo
@@ -316,6 +320,8 @@ BAD_INPUTS = {
     "kappa above 1": (["--kappa", "1.5"], "outside [0, 1]"),
     "kappa below 0": (["--kappa", "-0.1"], "outside [0, 1]"),
     "kappa for arpo": (["--algo", "arpo", "--kappa", "0.5"], "--kappa"),
+    "ramp for spo": (["--algo", "spo", "--kappa-ramp", "0.5"], "--kappa-ramp"),
+    "kappa and ramp": (["--kappa", "0.5", "--kappa-ramp", "0.5"], "not both"),
     "too few steps": (["--total-steps", "1000"], "less than one iteration"),
     "negative guidance": (["--spo-guidance", "-1"], "--spo-guidance"),
     "unknown attack": (["--attacks", "none,fgsm"], "unknown attack"),

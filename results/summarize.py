@@ -3,8 +3,8 @@
     python results/summarize.py            # markdown tables, as pasted into README.md
 
 Layout: results/<group>/<task>/<variant>/seed<k>/eval.json, where <group> names the budget or the
-experiment (short = 500k steps, ablation = BARPO candidates) and <variant> is the algorithm or the
-ablation candidate. The notebook imports load_runs() to plot the same numbers.
+experiment (short = 500k steps, ablation = BARPO candidates) and <variant> is the algorithm (BARPO
+named by its schedule: barpo-ramp, barpo-kappa0.02) or the ablation candidate. The notebook imports load_runs() to plot the same numbers.
 """
 
 import csv
@@ -64,7 +64,7 @@ def per_seed_table(runs):
 
 if __name__ == "__main__":
     runs = load_runs()
-    order = {"spo": 0, "arpo": 1, "barpo": 2}
+    order = {"spo": 0, "arpo": 1, "barpo-ramp": 2, "barpo-kappa0.02": 3}
     for group in dict.fromkeys(r["group"] for r in runs):
         for task in dict.fromkeys(r["task"] for r in runs if r["group"] == group):
             chosen = sorted((r for r in runs if (r["group"], r["task"]) == (group, task)),
