@@ -27,7 +27,7 @@ def load_runs(root=ROOT):
         rows = list(csv.DictReader(open(path.parent / "metrics.csv")))
         last = rows[-max(1, len(rows) // 10):]
         runs.append({"group": group, "task": task, "variant": variant, "seed": result["seed"],
-                     "steps": result["total_steps"], "natural": means["none"],
+                     "steps": result["total_steps"], "eps": result["eps"], "natural": means["none"],
                      "worst": means[result["worst"]], "worst_attack": result["worst"],
                      "returns": means, "command": result["command"],
                      "final_kl": statistics.fmean(float(r["attack_kl"]) for r in last)})
@@ -62,19 +62,27 @@ def per_seed_table(runs):
     return "\n".join(lines)
 
 
+def task_runs(runs, group, task):
+    """The rows of one table. ablation: SPO, ARPO and the ramp of short/ first, as its reference;
+    short: the default BARPO (kappa 0.02) of Hopper-v4 lives in ablation/kappa0.02, so it joins."""
+    order = {"spo": 0, "arpo": 1, "barpo-ramp": 2, "barpo-kappa0.02": 3}
+    pick = lambda g, variant=None: sorted(
+        (r for r in runs if (r["group"], r["task"]) == (g, task) and variant in (None, r["variant"])),
+        key=lambda r: (order.get(r["variant"], 4), r["variant"], r["seed"]))
+    if group == "ablation":
+        return [{**r, "variant": f"{r['variant']} (short/)"} for r in pick("short")] + pick("ablation")
+    return pick("short") + [{**r, "variant": "barpo-kappa0.02 (ablation/)"}
+                            for r in pick("ablation", "kappa0.02")]
+
+
 if __name__ == "__main__":
     runs = load_runs()
-    order = {"spo": 0, "arpo": 1, "barpo-ramp": 2, "barpo-kappa0.02": 3}
-    for group in dict.fromkeys(r["group"] for r in runs):
+    zero = json.loads((ROOT / "zero_action.json").read_text())
+    for group in ("ablation", "short"):
         for task in dict.fromkeys(r["task"] for r in runs if r["group"] == group):
-            chosen = sorted((r for r in runs if (r["group"], r["task"]) == (group, task)),
-                            key=lambda r: (order.get(r["variant"], 3), r["variant"], r["seed"]))
-            if group == "ablation":  # the default BARPO, ARPO and SPO runs are its reference rows
-                reference = sorted((r for r in runs if (r["group"], r["task"]) == ("short", task)),
-                                   key=lambda r: (order.get(r["variant"], 3), r["seed"]))
-                chosen = [{**r, "variant": f"{r['variant']} (short/)"} for r in reference] + chosen
+            chosen = task_runs(runs, group, task)
             steps = sorted({r["steps"] for r in chosen})
-            print(f"\n### {group} / {task} ({', '.join(f'{s:,}' for s in steps)} steps)\n")
+            print(f"\n### {group} / {task} (eps {chosen[0]['eps']}, {', '.join(f'{s:,}' for s in steps)} steps)\n")
             print(summary_table(chosen))
-            print()
+            print(f"\nThe all-zero action scores {zero[task]['mean']:.0f} here (zero_action.json).\n")
             print(per_seed_table(chosen))
