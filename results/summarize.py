@@ -84,5 +84,5 @@ if __name__ == "__main__":
             steps = sorted({r["steps"] for r in chosen})
             print(f"\n### {group} / {task} (eps {chosen[0]['eps']}, {', '.join(f'{s:,}' for s in steps)} steps)\n")
             print(summary_table(chosen))
-            print(f"\nThe all-zero action scores {zero[task]['mean']:.0f} here (zero_action.json).\n")
+            print(f"\nThe all-zero action scores {zero[task]['mean']:.1f} here (zero_action.json).\n")
             print(per_seed_table(chosen))
