@@ -149,11 +149,13 @@ def parse_args(argv):
 
 def config_from_args(args):
     """Turn command-line arguments into a Config, rejecting bad input with a UsageError."""
-    if args.kappa is not None and args.kappa_ramp is not None:
-        raise UsageError("give --kappa (a constant strength) or --kappa-ramp (a ramp), not both")
+    # BARPO's strength: a constant (--kappa, default Config.kappa) unless --kappa-ramp asks for the ramp
     ramp = args.kappa_ramp is not None
-    cfg = Config(env=args.env or "Hopper-v4", algo=args.algo, total_steps=args.total_steps, seed=args.seed,
-                 eps=args.eps, kappa=None if ramp else Config.kappa if args.kappa is None else args.kappa,
+    if ramp and args.kappa is not None:
+        raise UsageError("give --kappa (a constant strength) or --kappa-ramp (a ramp), not both")
+    kappa = None if ramp else (Config.kappa if args.kappa is None else args.kappa)
+    cfg = Config(env=args.env or "Hopper-v4", algo=args.algo, total_steps=args.total_steps,
+                 seed=args.seed, eps=args.eps, kappa=kappa,
                  kappa_ramp=args.kappa_ramp if ramp else Config.kappa_ramp,
                  spo_guidance=args.spo_guidance, pgd_steps=args.pgd_steps,
                  num_envs=args.num_envs, device=args.device)
