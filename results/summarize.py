@@ -3,8 +3,9 @@
     python results/summarize.py            # markdown tables, as pasted into README.md
 
 Layout: results/<group>/<task>/<variant>/seed<k>/eval.json, where <group> names the budget or the
-experiment (short = 500k steps, ablation = BARPO candidates) and <variant> is the algorithm (BARPO
-named by its schedule: barpo-ramp, barpo-kappa0.02) or the ablation candidate. The notebook imports load_runs() to plot the same numbers.
+experiment (full = the published ~2M steps, short = 500k steps, ablation = BARPO candidates) and
+<variant> is the algorithm (BARPO named by its schedule: barpo-ramp, barpo-kappa0.02) or the
+ablation candidate. The notebook imports load_runs() to plot the same numbers.
 """
 
 import csv
@@ -78,9 +79,12 @@ def overview_table(runs, zero):
 
 
 def task_runs(runs, group, task):
-    """The rows of one table. ablation: SPO, ARPO and the ramp of short/, seeds 0-2 (what the rule
-    compared), first, as its reference. short: on Hopper-v4 the default BARPO (kappa 0.02) of seeds
-    0-2 lives in ablation/kappa0.02 (those seeds chose it), seeds 3-4 in short/; they form one row."""
+    """The rows of one table.
+    full: the runs at the published budget, as they are.
+    ablation: SPO, ARPO and the ramp of short/, seeds 0-2 (what the rule compared), first, as its
+    reference, then the candidates.
+    short: on Hopper-v4 the default BARPO (kappa 0.02) of seeds 0-2 lives in ablation/kappa0.02
+    (those seeds chose it), seeds 3-4 in short/; they form one row."""
     order = {"spo": 0, "arpo": 1, "barpo-ramp": 2, "barpo-kappa0.02": 3}
     pick = lambda g, variants=None: sorted(
         (r for r in runs if (r["group"], r["task"]) == (g, task)
@@ -89,15 +93,19 @@ def task_runs(runs, group, task):
     if group == "ablation":
         reference = [r for r in pick("short", ("spo", "arpo", "barpo-ramp")) if r["seed"] <= 2]
         return [{**r, "variant": f"{r['variant']} (short/)"} for r in reference] + pick("ablation")
-    chosen = pick("short") + [{**r, "variant": "barpo-kappa0.02"} for r in pick("ablation", ("kappa0.02",))]
+    if group == "full":
+        return pick("full")
+    chosen = pick("short") + [{**r, "variant": "barpo-kappa0.02"}
+                              for r in pick("ablation", ("kappa0.02",))]
     return sorted(chosen, key=lambda r: (order[r["variant"]], r["seed"]))
+
 
 if __name__ == "__main__":
     runs = load_runs()
     zero = json.loads((ROOT / "zero_action.json").read_text())
     print("### short: every task, median over seeds\n")
     print(overview_table(runs, zero))
-    for group in ("ablation", "short"):
+    for group in ("full", "ablation", "short"):
         for task in dict.fromkeys(r["task"] for r in runs if r["group"] == group):
             chosen = task_runs(runs, group, task)
             steps = sorted({r["steps"] for r in chosen})
