@@ -281,16 +281,27 @@ def test_each_algo_end_to_end_on_hopper(algo, tmp_path):
     assert "steps/s" in proc.stdout and "left" in proc.stdout
 
 
+def default_sigint():
+    # A child inherits ignored or blocked signals from the test process, whose state pytest-xdist's
+    # worker does not promise; a user's shell gives the default, so the child starts from that.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
 def test_ctrl_c_saves_checkpoint(tmp_path):
     proc = subprocess.Popen([sys.executable, "-W", "ignore", str(HERE / "barpo.py"), "--algo", "spo",
                              "--total-steps", "2000000", "--out", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (
-            (tmp_path / "metrics.csv").exists() and len((tmp_path / "metrics.csv").read_text().splitlines()) > 2):
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE,
+                            preexec_fn=default_sigint)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (
+                (tmp_path / "metrics.csv").exists() and len((tmp_path / "metrics.csv").read_text().splitlines()) > 2):
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()   # no-op when it has exited; otherwise it must not train on after the test
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     barpo.load_checkpoint(tmp_path / "checkpoint.pt", CPU)
