@@ -828,7 +828,9 @@ def main(argv=None):
     try:
         rows = train(cfg, envs, agent, obs_norm, device, out_dir / "metrics.csv")
     except KeyboardInterrupt:
-        save_checkpoint(out_dir / "checkpoint.pt", agent, obs_norm, cfg, obs_dim, act_dim, None)
+        done = len((out_dir / "metrics.csv").read_text().splitlines()) - 1  # a row per iteration
+        save_checkpoint(out_dir / "checkpoint.pt", agent, obs_norm, cfg, obs_dim, act_dim,
+                        max(done, 0) * cfg.steps_per_iteration)
         print(f"\ninterrupted: checkpoint of the agent so far saved to {out_dir / 'checkpoint.pt'}")
         raise SystemExit(130)
     finally:

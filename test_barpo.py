@@ -305,7 +305,10 @@ def test_ctrl_c_saves_checkpoint(tmp_path):
         proc.kill()   # no-op when it has exited; otherwise it must not train on after the test
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    barpo.load_checkpoint(tmp_path / "checkpoint.pt", CPU)
+    _, _, state = barpo.load_checkpoint(tmp_path / "checkpoint.pt", CPU)
+    # the checkpoint records how far training got: one metrics row per finished iteration
+    finished = len((tmp_path / "metrics.csv").read_text().splitlines()) - 1
+    assert finished >= 2 and state["env_steps"] == finished * state["config"]["steps_per_iteration"]
 
 
 # --- bad input: one line, exit 2, no traceback ---------------------------------------------
