@@ -169,9 +169,9 @@ def test_attack_strength_and_eps_schedules():
 # --- the bilevel loop: kappa limits are SPO and ARPO to the bit -----------------------------
 
 def train_weights(**overrides):
-    cfg = barpo.Config(env="Hopper-v4", total_steps=4096, eps=0.075, **overrides)
+    cfg = barpo.Config(**{"env": "Hopper-v4", "total_steps": 4096, "eps": 0.075, **overrides})
     torch.manual_seed(cfg.seed)
-    envs = barpo.make_envs(cfg.env, cfg.num_envs)
+    envs = barpo.make_envs(cfg.env, cfg.num_envs, cfg.vector_env)
     agent, norm = barpo.Agent(11, 3), barpo.ObsNormalizer(11)
     rows = barpo.train(cfg, envs, agent, norm, CPU, log=lambda s: None)
     envs.close()
@@ -189,6 +189,70 @@ def test_kappa_zero_is_spo_and_kappa_one_is_arpo_bit_for_bit():
     assert all(torch.equal(arpo[k], k1[k]) for k in arpo)
     assert not torch.equal(arpo["mu.0.weight"], spo["mu.0.weight"])  # the adversary did act
     assert arpo_rows[-1]["attack_kl"] > 0
+
+
+# --- the fast path: the same update, compiled ----------------------------------------------
+
+def one_minibatch(seed=0, n=64):
+    agent, obs, actions, old_logp, adv = surrogate_problem(n=n, seed=seed)
+    return agent, barpo.Batch(obs, actions, old_logp, adv, torch.randn(n))
+
+
+@pytest.mark.parametrize("kappa", [0.0, 0.02, 1.0])
+def test_fast_path_gives_the_eager_update(kappa):
+    """compiled_minibatch_step against minibatch_step: three steps from the same start and the
+    same random numbers (PGD's starts) give the same parameters and Adam state up to float
+    rounding (tolerance 1e-5; seen: about 1e-7)."""
+    cfg = barpo.Config(eps=0.075)
+    fast = barpo.compiled_minibatch_step(CPU, log=pytest.fail)  # a fallback would fail the test
+    results = []
+    for step in (barpo.minibatch_step, fast):
+        agent, mb = one_minibatch()
+        optimizer = barpo.make_optimizer(agent, cfg)
+        torch.manual_seed(5)
+        stats = [step(agent, optimizer, mb, torch.tensor(kappa), torch.tensor(0.075), cfg, kappa > 0)
+                 for _ in range(3)]
+        results.append((agent.state_dict(), optimizer.state_dict()["state"], torch.stack(stats)))
+    (eager, eager_adam, eager_stats), (compiled, compiled_adam, compiled_stats) = results
+    assert all(torch.allclose(eager[k], compiled[k], rtol=0, atol=1e-5) for k in eager)
+    assert not torch.equal(eager["mu.0.weight"], one_minibatch()[0].state_dict()["mu.0.weight"])
+    for i in eager_adam:
+        assert eager_adam[i]["step"] == compiled_adam[i]["step"] == 3
+        assert torch.allclose(eager_adam[i]["exp_avg_sq"], compiled_adam[i]["exp_avg_sq"], atol=1e-6)
+    assert torch.allclose(eager_stats, compiled_stats, rtol=1e-4, atol=1e-6)
+
+
+def test_fast_path_falls_back_to_eager_with_one_line(monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def compiled(*args):
+            raise RuntimeError("no C++ compiler found\nsecond line of the story")
+        return compiled
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    said = []
+    fast = barpo.compiled_minibatch_step(CPU, log=said.append)
+    cfg = barpo.Config(eps=0.075)
+    updates = []
+    for step in (fast, fast, barpo.minibatch_step):
+        agent, mb = one_minibatch()
+        torch.manual_seed(5)
+        step(agent, barpo.make_optimizer(agent, cfg), mb, torch.tensor(1.0), torch.tensor(0.075), cfg, True)
+        updates.append(agent.state_dict()["mu.0.weight"])
+    assert len(said) == 1 and "unavailable" in said[0] and "no C++ compiler found" in said[0]
+    assert "\n" not in said[0]
+    assert torch.equal(updates[0], updates[2]) and torch.equal(updates[1], updates[2])
+
+
+def test_compile_is_used_only_where_it_repays():
+    assert not barpo.wants_compile(barpo.Config(total_steps=40960))
+    assert barpo.wants_compile(barpo.Config(total_steps=2_000_000))
+    assert barpo.wants_compile(barpo.Config(total_steps=4096, compile="on"))
+    assert not barpo.wants_compile(barpo.Config(total_steps=2_000_000, compile="off"))
+
+
+def test_async_environments_train_exactly_as_sync_ones():
+    sync, _, _ = train_weights(algo="barpo", total_steps=2048)
+    asynchronous, _, _ = train_weights(algo="barpo", total_steps=2048, vector_env="async")
+    assert all(torch.equal(sync[k], asynchronous[k]) for k in sync)
 
 
 # --- learning, checkpoints, evaluation, the optimal attack ---------------------------------
