@@ -6,14 +6,15 @@
 Run it:
     python barpo.py --env Hopper-v4                       # BARPO, ~2M steps, then the attack suite
     python barpo.py --env Hopper-v4 --algo spo            # standard PPO
+    python barpo.py --resume runs/Hopper-v4-barpo-seed0   # continue an interrupted run
     python barpo.py --eval runs/<run>/checkpoint.pt       # evaluate a saved agent under attack
 
 Read it top to bottom: the sections follow the order in which the algorithm runs.
 
 Paper notion                                  Name in this file
 --------------------------------------------  -----------------------------------------------
-ISA-MDP (CAR): adversary cannot change the    comment in section 6 (why optima are preserved)
-  optimal action inside the ball
+ISA-MDP (CAR): adversary cannot change the    docstring of `attack_strength` (why optima are
+  optimal action inside the ball              preserved)
 observation o (normalized state)              `ObsNormalizer`, the `obs` tensors
 adversary nu, perturbed observation o_hat     `pgd_attack(...)` -> `o_hat`
 ball B_eps(o) (L-infinity, normalized obs)    `eps`, the clamp in `pgd_attack`
@@ -23,25 +24,30 @@ SPO  (standard policy optimization)           `--algo spo`  = bilevel loop with 
 ARPO (strongest adversary, CAR-PPO style)     `--algo arpo` = bilevel loop with kappa = 1
 BARPO (bilevel, modulated strength)           `--algo barpo`, `bilevel_update`
 adversary strength kappa                      `attack_strength` (the kappa schedule)
-KL surrogate (measured strength)              `gaussian_kl`, the `attack_kl` column
+KL surrogate (measured strength)              `gaussian_kl`, `realized_attack_kl`
 lower level (inner minimization)              `adversary_objective` + `pgd_attack`
-upper level (outer maximization)              `bilevel_update`
+upper level (outer maximization)              `minibatch_loss`, `bilevel_update`
 SPO guidance                                  `--spo-guidance`, `Config.spo_guidance`
 FOSP (first-order stationary policy)          where the upper-level gradient vanishes; the
                                               notebook's toy shows the sticky ones
+robust return (worst case over attacks)       `attack_suite`
 
 What is reconstructed. The paper's text is not available to this project; only its abstract and
 public summaries are. The KL-regularized lower level
     o_hat(kappa) = argmin_{B_eps(o)} kappa * l(theta; o_hat) + (1 - kappa) * KL(pi(.|o) || pi(.|o_hat)),
 the kappa schedule (a constant 0.02 by default, chosen by measurement; a ramp from 0 to 1 on
 request), and the way SPO guidance enters are this project's reading of "modulating adversary
-strength" with "a KL surrogate". Everything else (PPO, the CAR-PPO robust surrogate, the eps
-ramp, the attacks) follows published settings.
+strength" with "a KL surrogate". PPO, the CAR-PPO robust surrogate, the eps ramp and the attacks
+follow published settings, with two departures: PGD's step sizes shrink linearly instead of
+staying at eps / 10 (`pgd_attack` says why), and a time-limit truncation bootstraps from the
+critic instead of counting as the end of the episode (`Rollout.collect`).
 """
 
 import argparse
+import copy
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -56,34 +62,52 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from gymnasium.vector.utils import batch_space
 from torch.optim.adam import adam as functional_adam
 
 
 # ============================================================================================
-# 1. Configuration and command line
+# 1. Configuration
 # ============================================================================================
 
 # eps of the L-infinity ball on the normalized observation, per task (SA-PPO / CAR-PPO papers).
 TASK_EPS = {"Hopper": 0.075, "Walker2d": 0.05, "HalfCheetah": 0.15, "Ant": 0.15}
-ATTACKS = ("none", "random", "critic", "mad", "optimal")
+
+# The evaluation attacks (section 8), in the order they run.
+ATTACKS = {
+    "none": "no attack: the natural return",
+    "random": "uniform noise in the ball",
+    "critic": "PGD lowering the agent's own value estimate V(o_hat)",
+    "mad": "PGD maximizing KL(pi(.|o) || pi(.|o_hat)): the maximal action difference",
+    "rs": "robust sarsa: PGD lowering a separately learned Q(o, mu(o_hat)) of the agent",
+    "optimal": "SA-RL: an attacker policy trained by PPO on minus the agent's reward",
+    "paad": "PA-AD: a learned director picks a direction of the agent's action, PGD realizes it",
+}
+
+# A run of seed s evaluates on episodes reset(seed=s + EVAL_SEED_OFFSET + i), i = 0..episodes-1:
+# never a seed that training used, and the same episodes for every attack.
+EVAL_SEED_OFFSET = 10_000
+# The learned attacks of a run of seed s train with seed s + offset.
+ATTACKER_SEED_OFFSET = {"optimal": 1, "paad": 2, "rs": 3}
 
 
 @dataclasses.dataclass
 class Config:
     env: str = "Hopper-v4"
     algo: str = "barpo"                  # spo | arpo | barpo
-    total_steps: int = 2_000_000         # 976 iterations of 2048 steps ~ the published budget
+    total_steps: int = 2_000_000         # trained in whole iterations: 976 x 2048 = 1,998,848
     seed: int = 0
-    eps: float | None = None             # None: take TASK_EPS
-    kappa: float | None = 0.02           # constant strength (chosen by the Hopper-v4 ablation,
-                                         # README); None: ramp 0 -> 1 over the first kappa_ramp
-    kappa_ramp: float = 0.5              # fraction of training the ramp takes (when kappa is None)
+    eps: float = 0.075                   # radius of the ball; the CLI takes TASK_EPS by default
+    kappa_schedule: str = "constant"     # BARPO's strength: constant | ramp
+    kappa: float = 0.02                  # the constant (chosen by the Hopper-v4 ablation, README)
+    kappa_ramp: float = 0.5              # ramp: kappa goes 0 -> 1 over this fraction of training
     spo_guidance: float = 0.0            # weight g of the clean surrogate in ARPO/BARPO
     num_envs: int = 8
     vector_env: str = "sync"             # sync | async (make_envs)
     device: str = "auto"
     compile: str = "auto"                # on | off | auto: on for runs of COMPILE_MIN_STEPS or more
+    checkpoint_every: int = 25           # iterations between checkpoints (about 51k steps)
     # PPO, as in the SA-PPO / CAR-PPO Hopper configs
     steps_per_iteration: int = 2048
     epochs: int = 10
@@ -97,146 +121,29 @@ class Config:
     eps_ramp: float = 0.75               # fraction of training over which eps goes 0 -> eps
     pgd_steps: int = 10
 
-
-class UsageError(Exception):
-    """Bad input: main() prints the message as one line and exits with status 2."""
-
-
-def parse_args(argv):
-    p = argparse.ArgumentParser(
-        prog="barpo.py",
-        description="Train SPO, ARPO or BARPO on a gymnasium task with Box observations and "
-                    "actions, then evaluate it under observation attacks. Or, with --eval, only "
-                    "evaluate a saved agent.")
-    p.add_argument("--env", default=None,
-                   help="gymnasium task id (default Hopper-v4; with --eval, the checkpoint's task)")
-    p.add_argument("--algo", default="barpo", choices=["spo", "arpo", "barpo"],
-                   help="spo: standard PPO; arpo: PPO against the strongest PGD adversary; "
-                        "barpo (default): adversary of modulated strength kappa")
-    p.add_argument("--total-steps", type=int, default=Config.total_steps,
-                   help="environment steps of training, in whole iterations of 2048 (default %(default)s, the published budget)")
-    p.add_argument("--seed", type=int, default=0, help="seed of torch and the environments (default %(default)s)")
-    p.add_argument("--eps", type=float, default=None,
-                   help="radius of the L-infinity ball on the normalized observation; default "
-                        "per task: " + ", ".join(f"{k} {v}" for k, v in TASK_EPS.items()) +
-                        "; required for other tasks; with --eval, default the checkpoint's")
-    p.add_argument("--kappa", type=float, default=None,
-                   help=f"BARPO only: constant adversary strength in [0, 1] (default {Config.kappa}, "
-                        "chosen by the Hopper-v4 ablation in the README)")
-    p.add_argument("--kappa-ramp", type=float, default=None, metavar="FRACTION",
-                   help="BARPO only: instead of a constant kappa, ramp it from 0 to 1 over this "
-                        "fraction of training (the notebook toy's schedule; 0.5 was the default "
-                        "before the ablation)")
-    p.add_argument("--spo-guidance", type=float, default=Config.spo_guidance,
-                   help="weight g >= 0 of the clean surrogate added to the ARPO/BARPO objective (default %(default)s)")
-    p.add_argument("--pgd-steps", type=int, default=Config.pgd_steps,
-                   help="sign-gradient steps of every PGD attack, in training and evaluation (default %(default)s)")
-    p.add_argument("--num-envs", type=int, default=Config.num_envs,
-                   help="parallel environments (synchronous vector env); must divide 2048 (default %(default)s)")
-    p.add_argument("--vector-env", default="sync", choices=["sync", "async"],
-                   help="sync (default): step the environments one after the other; async: each "
-                        "in its own process, faster only with more free cores than environments")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="where the networks live; auto (default) is the CPU, because with networks "
-                        "this small a GPU trains slower than its machine's CPU (README, Speed)")
-    p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
-                   help="run the minibatch update through torch.compile (the fast path): auto "
-                        f"(default) for runs of {COMPILE_MIN_STEPS:,} steps or more, where it repays its "
-                        "compile time; off is the eager reference code")
-    p.add_argument("--out", default=None,
-                   help="run folder (default runs/<env>-<algo>-seed<seed>)")
-    p.add_argument("--episodes", type=int, default=50, help="evaluation episodes per attack (default %(default)s)")
-    p.add_argument("--attacks", default=",".join(ATTACKS),
-                   help="comma-separated evaluation attacks (default: all of %(default)s)")
-    p.add_argument("--optimal-attack-steps", type=int, default=200_000,
-                   help="PPO steps to train the learned optimal attacker (published evaluations "
-                        "train it for millions of steps and scan hyperparameters; this default "
-                        "fits a few CPU minutes and so gives an upper bound on robustness; default %(default)s)")
-    p.add_argument("--eval", default=None, metavar="CHECKPOINT",
-                   help="only evaluate this checkpoint.pt (no training)")
-    p.add_argument("--init", default=None, metavar="CHECKPOINT",
-                   help="warm start from this checkpoint (weights and normalizer), e.g. an SPO agent")
-    return p.parse_args(argv)
+    @property
+    def iterations(self):
+        return self.total_steps // self.steps_per_iteration
 
 
-def config_from_args(args):
-    """Turn command-line arguments into a Config, rejecting bad input with a UsageError."""
-    # BARPO's strength: a constant (--kappa, default Config.kappa) unless --kappa-ramp asks for the ramp
-    ramp = args.kappa_ramp is not None
-    if ramp and args.kappa is not None:
-        raise UsageError("give --kappa (a constant strength) or --kappa-ramp (a ramp), not both")
-    kappa = None if ramp else (Config.kappa if args.kappa is None else args.kappa)
-    cfg = Config(env=args.env or "Hopper-v4", algo=args.algo, total_steps=args.total_steps,
-                 seed=args.seed, eps=args.eps, kappa=kappa,
-                 kappa_ramp=args.kappa_ramp if ramp else Config.kappa_ramp,
-                 spo_guidance=args.spo_guidance, pgd_steps=args.pgd_steps,
-                 num_envs=args.num_envs, vector_env=args.vector_env, device=args.device,
-                 compile=args.compile)
-    check_task(cfg.env)
-    if cfg.eps is None:
-        cfg.eps = default_eps(cfg.env)
-    check_eps(cfg.eps)
-    if (args.kappa is not None or ramp) and cfg.algo != "barpo":
-        raise UsageError(f"--kappa and --kappa-ramp set BARPO's strength; drop them or use "
-                         f"--algo barpo (spo is kappa 0, arpo is kappa 1)")
-    if cfg.kappa is not None and not 0.0 <= cfg.kappa <= 1.0:
-        raise UsageError(f"--kappa {cfg.kappa} is outside [0, 1]; give a strength in [0, 1]")
-    if not 0.0 < cfg.kappa_ramp <= 1.0:
-        raise UsageError(f"--kappa-ramp {cfg.kappa_ramp} must be in (0, 1]")
-    if cfg.spo_guidance < 0:
-        raise UsageError(f"--spo-guidance {cfg.spo_guidance} is negative; give a weight >= 0")
-    if cfg.pgd_steps < 1:
-        raise UsageError(f"--pgd-steps {cfg.pgd_steps} must be at least 1")
-    if cfg.num_envs < 1 or cfg.steps_per_iteration % cfg.num_envs:
-        raise UsageError(f"--num-envs {cfg.num_envs} must be a positive divisor of "
-                         f"{cfg.steps_per_iteration} (e.g. 1, 4, 8, 16)")
-    if cfg.total_steps < cfg.steps_per_iteration:
-        raise UsageError(f"--total-steps {cfg.total_steps} is less than one iteration; give at "
-                         f"least {cfg.steps_per_iteration}")
-    check_eval_args(args)
-    return cfg
+class InputError(ValueError):
+    """Input this library cannot use (a task, a checkpoint, a setting); the message says why."""
 
 
-def check_eval_args(args):
-    if args.episodes < 1:
-        raise UsageError(f"--episodes {args.episodes} must be at least 1")
-    parse_attacks(args.attacks)
-
-
-def check_task(env_id):
-    try:
-        return gym.spec(env_id)
-    except gym.error.Error as e:
-        raise UsageError(f"unknown task '{env_id}' ({e}); give a gymnasium id such as Hopper-v4")
-
-
-def default_eps(env_id):
-    eps = TASK_EPS.get(env_id.split("-")[0])
-    if eps is None:
-        raise UsageError(f"no default eps for {env_id}; give one with --eps (e.g. --eps 0.1)")
-    return eps
-
-
-def check_eps(eps):
-    if eps < 0 or not math.isfinite(eps):
-        raise UsageError(f"--eps {eps} must be a finite number >= 0")
-
-
-def parse_attacks(text):
-    names = [a.strip() for a in text.split(",") if a.strip()]
-    unknown = [a for a in names if a not in ATTACKS]
-    if unknown or not names:
-        raise UsageError(f"unknown attack(s) {unknown or text!r} in --attacks; choose from "
-                         f"{','.join(ATTACKS)}")
-    return names
-
-
-def pick_device(name):
-    """auto is the CPU: these networks are so small that a GPU spends its time on kernel launches
-    and transfers, and trained slower than its own machine's CPU even compiled (README, Speed)."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda but torch sees no CUDA device; use --device cpu or auto")
-    return torch.device("cpu" if name == "auto" else name)
+def one_thread(fn):
+    """Run fn with one torch thread. The networks are tiny: a second thread costs more than it
+    gives, and on a busy machine several threads fighting over the cores made an evaluation
+    60 times slower. Every entry point of the library does this, so a notebook is as fast as the
+    command line."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+    return wrapper
 
 
 # ============================================================================================
@@ -251,22 +158,60 @@ def make_envs(env_id, num_envs, vectorization="sync"):
     (README, Speed). SAME_STEP autoreset: a finished env is reset inside the same step() and its
     last observation is in info["final_obs"], so every stored transition is a real one.
     """
-    check_task(env_id)
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as e:
+        raise InputError(f"unknown task '{env_id}' ({e})")
     try:
         envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=vectorization,
                             vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
     except gym.error.DependencyNotInstalled as e:
-        raise UsageError(f"{env_id} needs a missing package ({e}); pip install 'gymnasium[mujoco]'")
+        raise InputError(f"{env_id} needs a package that is not installed ({e})")
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
+    problem = None
     if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
+        problem = (f"{env_id} has observation space {obs_space}; the attacks need a 1-D Box "
+                   f"(a vector of numbers)")
+    elif not isinstance(act_space, gym.spaces.Box):
+        problem = (f"{env_id} has a discrete action space ({act_space}); these methods need a "
+                   f"Box (continuous) one")
+    if problem:
         envs.close()
-        raise UsageError(f"{env_id} has observation space {obs_space}; barpo.py needs a 1-D Box "
-                         f"(continuous vector) observation, e.g. Hopper-v4")
-    if not isinstance(act_space, gym.spaces.Box):
-        envs.close()
-        raise UsageError(f"{env_id} has action space {act_space}; barpo.py needs a Box "
-                         f"(continuous) action space, e.g. Hopper-v4")
+        raise InputError(problem)
     return envs
+
+
+def env_state(envs):
+    """What a sync vector env of MuJoCo tasks needs to go on exactly where it is (for resuming):
+    each simulation's integration state, its time-limit counter and its random generator. None
+    for other envs (async ones, other simulators): a resumed run starts new episodes there."""
+    import mujoco
+    states = []
+    for env in getattr(envs, "envs", [None]):
+        sim = getattr(env, "unwrapped", None)
+        if not hasattr(sim, "data"):
+            return None
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        state = np.empty(mujoco.mj_stateSize(sim.model, spec))
+        mujoco.mj_getState(sim.model, sim.data, state, spec)
+        states.append({"sim": torch.as_tensor(state), "elapsed": time_limit(env)._elapsed_steps,
+                       "rng": sim.np_random.bit_generator.state})
+    return states
+
+
+def set_env_state(envs, states):
+    import mujoco
+    for env, state in zip(envs.envs, states):
+        sim = env.unwrapped
+        mujoco.mj_setState(sim.model, sim.data, state["sim"].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)
+        time_limit(env)._elapsed_steps = state["elapsed"]
+        sim.np_random.bit_generator.state = state["rng"]
+
+
+def time_limit(env):
+    while not isinstance(env, gym.wrappers.TimeLimit):
+        env = env.env
+    return env
 
 
 class ObsNormalizer:
@@ -279,7 +224,10 @@ class ObsNormalizer:
     def __init__(self, dim):
         self.mean, self.var, self.count = np.zeros(dim), np.ones(dim), 1e-4
 
-    def update(self, x):  # merge the batch moments into the running ones (Chan et al.)
+    def update(self, x):
+        """Merge the moments of a batch x into the running ones (Chan et al.): with n_a, n_b
+        samples and delta = mean_b - mean_a, the pooled mean is mean_a + delta n_b / n and the
+        pooled sum of squared deviations is M_a + M_b + delta^2 n_a n_b / n."""
         b_mean, b_var, n = x.mean(0), x.var(0), x.shape[0]
         delta, total = b_mean - self.mean, self.count + n
         self.mean = self.mean + delta * n / total
@@ -288,6 +236,17 @@ class ObsNormalizer:
 
     def __call__(self, x):
         return np.clip((x - self.mean) / np.sqrt(self.var + 1e-8), -10.0, 10.0)
+
+    def state(self):
+        return {"mean": torch.as_tensor(self.mean), "var": torch.as_tensor(self.var),
+                "count": float(self.count)}
+
+    @classmethod
+    def from_state(cls, state):
+        norm = cls(len(state["mean"]))
+        norm.mean, norm.var = state["mean"].cpu().numpy(), state["var"].cpu().numpy()
+        norm.count = state["count"]
+        return norm
 
 
 class RewardScaler:
@@ -341,8 +300,9 @@ class Rollout:
     """Collects steps_per_iteration transitions on clean observations; keeps env state between
     iterations. Tensors have shape (T, num_envs, ...)."""
 
-    def __init__(self, envs, agent, obs_norm, cfg, device):
-        self.envs, self.agent, self.obs_norm, self.cfg, self.device = envs, agent, obs_norm, cfg, device
+    def __init__(self, envs, agent, obs_norm, cfg):
+        self.envs, self.agent, self.obs_norm, self.cfg = envs, agent, obs_norm, cfg
+        self.device = device = next(agent.parameters()).device
         self.T, n = cfg.steps_per_iteration // envs.num_envs, envs.num_envs
         obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
         self.obs = torch.zeros(self.T, n, obs_dim, device=device)
@@ -356,6 +316,19 @@ class Rollout:
 
     def tensor(self, x):
         return torch.as_tensor(x, dtype=torch.float32, device=self.device)
+
+    def state(self):
+        """Where the rollout stands between iterations, for a checkpoint to resume from."""
+        return {"raw_obs": torch.as_tensor(self.raw_obs), "episode_return": torch.as_tensor(self.episode_return),
+                "finished": [float(x) for x in self.finished],
+                "reward_stats": self.reward_scaler.stats.state(),
+                "reward_ret": torch.as_tensor(self.reward_scaler.ret)}
+
+    def load_state(self, state):
+        self.raw_obs, self.episode_return = state["raw_obs"].numpy(), state["episode_return"].numpy()
+        self.finished = list(state["finished"])
+        self.reward_scaler.stats = ObsNormalizer.from_state(state["reward_stats"])
+        self.reward_scaler.ret = state["reward_ret"].numpy()
 
     @torch.no_grad()
     def collect(self):
@@ -513,8 +486,8 @@ def attack_strength(cfg, progress):
     (--kappa, default 0.02) or a ramp from 0 to 1 over the first kappa_ramp of training
     (--kappa-ramp: a continuation from SPO's smooth landscape to ARPO's, the toy's winner).
     Why a constant this small: the realized attack KL changes between kappa ~ 0.01 and 0.3 and is
-    flat above (notebook section 3), so a linear ramp spends most of training at ARPO's strength;
-    on Hopper-v4 kappa 0.02 beat the ramp, kappa 0.1 and kappa 0.5 (README, ablation).
+    flat above (notebook), so a linear ramp spends most of training at ARPO's strength; the value
+    was chosen by measurement (README).
 
     Why global optima are preserved (ISA-MDP): if no o_hat in B_eps(o) changes the optimal
     action, the Bellman-optimal policy pi* is unaffected by every adversary in the ball, so
@@ -525,9 +498,9 @@ def attack_strength(cfg, progress):
         return 0.0
     if cfg.algo == "arpo":
         return 1.0
-    if cfg.kappa is not None:
-        return cfg.kappa
-    return min(1.0, progress / cfg.kappa_ramp)
+    if cfg.kappa_schedule == "ramp":
+        return min(1.0, progress / cfg.kappa_ramp)
+    return cfg.kappa
 
 
 def epsilon(cfg, progress):
@@ -614,7 +587,7 @@ def bilevel_update(agent, optimizer, batch, cfg, kappa, eps, step=minibatch_step
 
 
 def make_optimizer(agent, cfg):
-    # fused Adam: one kernel for all parameters, measured ~20% faster per minibatch on 2 cores.
+    # fused: one kernel updates all parameters, where the default loops over them in Python.
     return torch.optim.Adam([
         {"params": [*agent.mu.parameters(), agent.log_std], "lr": cfg.lr_policy},
         {"params": agent.critic.parameters(), "lr": cfg.lr_value}], eps=1e-5, fused=True)
@@ -657,37 +630,34 @@ def functional_minibatch_step(loss_module, names, optimizer, lrs, mb, kappa, eps
     """minibatch_step as one function the compiler can trace: the gradient by torch.func instead
     of .backward(), the same clipping, and torch's own functional Adam on the optimizer's state."""
     params = optimizer_params(optimizer)
-    grads, stats = torch.func.grad(lambda ps: torch.func.functional_call(
-        loss_module, dict(zip(names, ps)), (mb, kappa, eps, cfg, robust)), has_aux=True)(params)
-    total_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-    scale = (cfg.max_grad_norm / (total_norm + 1e-6)).clamp(max=1.0)  # as clip_grad_norm_
-    grads = [g * scale for g in grads]
-    first = 0
-    for group, lr in zip(optimizer.param_groups, lrs):
-        ps, gs = group["params"], grads[first:first + len(group["params"])]
-        first += len(ps)
-        state = [optimizer.state[p] for p in ps]
-        beta1, beta2 = group["betas"]
-        functional_adam(ps, gs, [s["exp_avg"] for s in state], [s["exp_avg_sq"] for s in state],
-                        [], [s["step"] for s in state], foreach=False, capturable=True, amsgrad=False,
-                        beta1=beta1, beta2=beta2, lr=lr, weight_decay=0.0, eps=group["eps"],
-                        maximize=False)
+    with torch.no_grad():  # torch.func.grad differentiates all the same; Adam updates in place
+        grads, stats = torch.func.grad(lambda ps: torch.func.functional_call(
+            loss_module, dict(zip(names, ps)), (mb, kappa, eps, cfg, robust)), has_aux=True)(params)
+        total_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        scale = (cfg.max_grad_norm / (total_norm + 1e-6)).clamp(max=1.0)  # as clip_grad_norm_
+        grads = [g * scale for g in grads]
+        first = 0
+        for group, lr in zip(optimizer.param_groups, lrs):
+            ps, gs = group["params"], grads[first:first + len(group["params"])]
+            first += len(ps)
+            state = [optimizer.state[p] for p in ps]
+            beta1, beta2 = group["betas"]
+            functional_adam(ps, gs, [s["exp_avg"] for s in state], [s["exp_avg_sq"] for s in state],
+                            [], [s["step"] for s in state], foreach=False, capturable=True,
+                            amsgrad=False, beta1=beta1, beta2=beta2, lr=lr, weight_decay=0.0,
+                            eps=group["eps"], maximize=False)
     return stats
 
 
 def compiled_minibatch_step(device, log=print):
-    """The fast path's copy of minibatch_step (same arguments, same update up to float rounding).
-    Where torch.compile cannot work (no C++ compiler, an unsupported Python) its first call says
-    so in one line and the eager minibatch_step is used from then on."""
-    import torch._inductor.config
-    torch._inductor.config.fallback_random = True  # the same random numbers as eagerly
-    compiled = torch.compile(functional_minibatch_step, fullgraph=True,
-                             mode="reduce-overhead" if device.type == "cuda" else None)
-    loss_modules, fallback = {}, []
+    """The fast path's minibatch_step: same arguments, same update up to float rounding."""
+    def eager(loss_module, names, optimizer, lrs, *args):
+        return minibatch_step(loss_module.agent, optimizer, *args)
+
+    traced = compile_or_fallback(functional_minibatch_step, eager, device, log)
+    loss_modules = {}
 
     def step(agent, optimizer, mb, kappa, eps, cfg, robust):
-        if fallback:
-            return minibatch_step(agent, optimizer, mb, kappa, eps, cfg, robust)
         if agent not in loss_modules:
             module = loss_modules[agent] = MinibatchLoss(agent)
             by_tensor = {p: name for name, p in module.named_parameters()}
@@ -701,40 +671,81 @@ def compiled_minibatch_step(device, log=print):
                         torch._dynamo.mark_static_address(tensor)
                 optimizer.state[p].update(state)
         lrs = [torch.tensor(group["lr"], device=device) for group in optimizer.param_groups]
-        if device.type == "cuda":
-            torch.compiler.cudagraph_mark_step_begin()
-        try:
-            with torch.no_grad():  # Adam updates the parameters in place
-                return compiled(loss_modules[agent], loss_modules[agent].names, optimizer, lrs, mb,
-                                kappa, eps, cfg, robust)
-        except Exception as e:  # compiling fails on the first call or not at all
-            log(f"torch.compile is unavailable here ({type(e).__name__}: "
-                f"{str(e).strip().splitlines()[0][:120]}); training without it")
-            fallback.append(e)
-            return minibatch_step(agent, optimizer, mb, kappa, eps, cfg, robust)
+        module = loss_modules[agent]
+        return traced(module, module.names, optimizer, lrs, mb, kappa, eps, cfg, robust)
 
     return step
 
 
-def train(cfg, envs, agent, obs_norm, device, metrics_path=None, log=print):
+def compile_or_fallback(fn, fallback, device, log):
+    """torch.compile(fn) as one graph (and on CUDA a replayed CUDA graph). Where compiling fails
+    (no C++ compiler, an unsupported Python) the first call says so in one line and fallback,
+    called with the same arguments, serves from then on. Random numbers are drawn as eagerly."""
+    import torch._inductor.config
+    torch._inductor.config.fallback_random = True
+    compiled = torch.compile(fn, fullgraph=True, mode="reduce-overhead" if device.type == "cuda" else None)
+    failed = []
+
+    def call(*args):
+        if failed:
+            return fallback(*args)
+        if device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
+        try:
+            return compiled(*args)
+        except Exception as e:  # compiling fails on the first call or not at all
+            log(f"torch.compile is unavailable here ({type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0][:120]}); going on without it")
+            failed.append(e)
+            return fallback(*args)
+
+    return call
+
+
+# ============================================================================================
+# 7. The training run: iterations, metrics, and checkpoints to resume from
+# ============================================================================================
+
+METRICS = ["iteration", "env_steps", "wall_time_s", "sps", "episode_return", "kappa", "eps",
+           "attack_kl", "surrogate", "value_loss"]
+
+
+@one_thread
+def train(cfg, envs, agent, obs_norm, metrics_path=None, checkpoint_path=None, resume=None,
+          stop=None, log=print):
     """The whole training run: per iteration k pick kappa_k and eps_k, collect a rollout on clean
-    observations, then run the bilevel update. Writes one metrics row per iteration."""
+    observations, run the bilevel update, and record one metrics row.
+
+    metrics_path: a CSV with a row per iteration. checkpoint_path: the full training state
+    (`training_state`), written every cfg.checkpoint_every iterations, at the end, and on Ctrl-C
+    (as of the last finished iteration), so that an interrupted run loses at most that many
+    iterations. resume: such a state; training goes on from it exactly as if it had not stopped
+    (MuJoCo tasks in sync envs; other envs start new episodes). stop(rows) -> True ends training
+    early (the learned attackers' plateau rule). Returns the metrics rows of this call.
+    """
+    device = next(agent.parameters()).device
     optimizer = make_optimizer(agent, cfg)
-    rollout = Rollout(envs, agent, obs_norm, cfg, device)
-    iterations = cfg.total_steps // cfg.steps_per_iteration
+    rollout = Rollout(envs, agent, obs_norm, cfg)
     step = compiled_minibatch_step(device, log) if wants_compile(cfg) else minibatch_step
-    fields = ["iteration", "env_steps", "wall_time_s", "sps", "episode_return", "kappa", "eps",
-              "attack_kl", "surrogate", "value_loss"]
-    csv_file = open(metrics_path, "w", newline="") if metrics_path else None
-    writer = csv.DictWriter(csv_file, fields) if csv_file else None
-    if writer:
-        writer.writeheader()
+    first, elapsed = (resume["iteration"], resume["wall_time_s"]) if resume else (0, 0.0)
+    if resume:
+        optimizer.load_state_dict(resume["optimizer"])
+        rollout.load_state(resume["rollout"])
+        if resume["envs"] is not None and env_state(envs) is not None:
+            set_env_state(envs, resume["envs"])
+        else:  # no simulator state to restore: new episodes
+            rollout.raw_obs, _ = envs.reset(seed=cfg.seed + first)
+            rollout.episode_return[:] = 0.0
+        set_rng_state(resume["rng"])
+    csv_file = open_metrics(metrics_path, keep_rows=first) if metrics_path else None
+    writer = csv.DictWriter(csv_file, METRICS) if csv_file else None
     start = last_print = time.perf_counter()
-    recent_return, rows = float("nan"), []
+    recent_return = float(np.mean(rollout.finished[-10:])) if rollout.finished else float("nan")
+    rows, snapshot = [], None
     try:
-        for k in range(iterations):
+        for k in range(first, cfg.iterations):
             t0 = time.perf_counter()
-            progress = k / iterations
+            progress = k / cfg.iterations
             for group, lr in zip(optimizer.param_groups, (cfg.lr_policy, cfg.lr_value)):
                 group["lr"] = lr * (1.0 - progress)  # linear annealing to 0
             kappa = attack_strength(cfg, progress)
@@ -744,11 +755,11 @@ def train(cfg, envs, agent, obs_norm, device, metrics_path=None, log=print):
                           rollout.logp.flatten(0, 1), advantages.flatten(), returns.flatten())
             surr, value_loss, attack_kl = bilevel_update(agent, optimizer, batch, cfg, kappa, eps, step)
             if rollout.finished:
-                recent_return = float(np.mean(rollout.finished[-10:]))
                 rollout.finished = rollout.finished[-10:]
+                recent_return = float(np.mean(rollout.finished))
             now = time.perf_counter()
             row = dict(iteration=k + 1, env_steps=(k + 1) * cfg.steps_per_iteration,
-                       wall_time_s=round(now - start, 3),
+                       wall_time_s=round(elapsed + now - start, 3),
                        sps=round(cfg.steps_per_iteration / (now - t0), 1),
                        episode_return=round(recent_return, 2), kappa=round(kappa, 4),
                        eps=round(eps, 5), attack_kl=round(attack_kl, 6), surrogate=round(surr, 5),
@@ -757,102 +768,108 @@ def train(cfg, envs, agent, obs_norm, device, metrics_path=None, log=print):
             if writer:
                 writer.writerow(row)
                 csv_file.flush()
-            if now - last_print > 5 or k + 1 == iterations:
+            done = k + 1 == cfg.iterations or (stop is not None and stop(rows))
+            if checkpoint_path:
+                snapshot = training_state(cfg, agent, obs_norm, optimizer, rollout, envs, row)
+                if (k + 1) % cfg.checkpoint_every == 0 or done:
+                    save_checkpoint(checkpoint_path, snapshot)
+            if now - last_print > 5 or done:
                 last_print = now
-                left = (now - start) / (k + 1) * (iterations - k - 1)
-                log(f"it {k + 1}/{iterations} | steps {row['env_steps']:,} | {row['sps']:,.0f} steps/s"
-                    f" | left {left / 60:.1f} min | return {recent_return:.1f} | kappa {kappa:.2f}"
-                    f" | eps {eps:.4f} | attack KL {attack_kl:.2e}")
+                left = (now - start) / (k + 1 - first) * (cfg.iterations - k - 1)
+                log(f"it {k + 1}/{cfg.iterations} | steps {row['env_steps']:,} | {row['sps']:,.0f} "
+                    f"steps/s | left {left / 60:.1f} min | return {recent_return:.1f} | kappa "
+                    f"{kappa:.2f} | eps {eps:.4f} | attack KL {attack_kl:.2e}")
+            if done:
+                break
+    except KeyboardInterrupt:
+        if snapshot is not None:  # the last finished iteration, not the half-updated agent
+            save_checkpoint(checkpoint_path, snapshot)
+            if csv_file:
+                csv_file.close()
+                trim_metrics(metrics_path, snapshot["training"]["iteration"])
+        raise
     finally:
         if csv_file:
             csv_file.close()
     return rows
 
 
+def open_metrics(path, keep_rows):
+    """metrics.csv for appending, holding the rows of the first keep_rows iterations."""
+    if keep_rows:
+        trim_metrics(path, keep_rows)
+    else:
+        with open(path, "w", newline="") as f:
+            csv.DictWriter(f, METRICS).writeheader()
+    return open(path, "a", newline="")
+
+
+def trim_metrics(path, rows):
+    """Cut metrics.csv back to its first `rows` iterations: those a checkpoint holds."""
+    path = Path(path)
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:rows + 1]))
+
+
+def training_state(cfg, agent, obs_norm, optimizer, rollout, envs, row):
+    """Everything a checkpoint needs to resume exactly: weights, statistics, optimizer, rollout
+    and environments, random generators; copies, because training goes on changing them."""
+    return {"format": CHECKPOINT_FORMAT, "agent": copy.deepcopy(agent.state_dict()),
+            "obs_norm": copy.deepcopy(obs_norm.state()), "config": dataclasses.asdict(cfg),
+            "obs_dim": agent.mu[0].in_features, "act_dim": agent.log_std.numel(),
+            "env_steps": row["env_steps"],
+            "training": {"iteration": row["iteration"], "wall_time_s": row["wall_time_s"],
+                         "optimizer": copy.deepcopy(optimizer.state_dict()),
+                         "rollout": copy.deepcopy(rollout.state()), "envs": env_state(envs),
+                         "rng": rng_state()}}
+
+
+def rng_state():
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
 # ============================================================================================
-# 7. Evaluation: attacks on a frozen agent, including the learned optimal attack
+# 8. Evaluation: the attacks on a frozen agent, and the robust return
 # ============================================================================================
 
-class VictimUnderAttack(gym.vector.VectorWrapper):
-    """The learned optimal attack's environment (SA-RL, Zhang et al. 2021): a frozen victim inside.
-
-    The attacker observes the victim's normalized observation o, acts u in [-1, 1]^dim, the victim
-    sees o + eps * hardtanh(u) and acts deterministically, and the attacker receives minus the
-    victim's reward. Training this with the same PPO (train()) gives the strongest known attack.
-    """
-
-    def __init__(self, envs, victim, obs_norm, eps, device):
-        super().__init__(envs)
-        dim = envs.single_observation_space.shape[0]
-        self.single_observation_space = gym.spaces.Box(-10.0, 10.0, (dim,), np.float64)
-        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (dim,), np.float32)
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self.victim, self.obs_norm, self.eps, self.device = victim, obs_norm, eps, device
-        self.act_low, self.act_high = envs.single_action_space.low, envs.single_action_space.high
-
-    def reset(self, **kwargs):
-        raw, info = self.env.reset(**kwargs)
-        self.o = self.obs_norm(raw)
-        return self.o, info
-
-    @torch.no_grad()
-    def step(self, u):
-        o_hat = torch.as_tensor(self.o + self.eps * np.clip(u, -1.0, 1.0), dtype=torch.float32,
-                                device=self.device)
-        action = self.victim.mu(o_hat).cpu().numpy()
-        raw, reward, term, trunc, info = self.env.step(np.clip(action, self.act_low, self.act_high))
-        self.o = self.obs_norm(raw)
-        if "final_obs" in info:  # the attacker's final observations are normalized ones too
-            info["final_obs"] = info["final_obs"].copy()
-            for i in np.flatnonzero(info["_final_obs"]):
-                info["final_obs"][i] = self.obs_norm(info["final_obs"][i])
-        return self.o, -reward, term, trunc, info
-
-
-def train_optimal_attack(victim, obs_norm, env_id, eps, steps, seed, device, num_envs=8, log=print):
-    """Train an attacker with PPO (SPO) on VictimUnderAttack; returns the attack function."""
-    cfg = Config(env=env_id, algo="spo", total_steps=max(steps, 2048), seed=seed, num_envs=num_envs)
-    envs = VictimUnderAttack(make_envs(env_id, num_envs), victim, obs_norm, eps, device)
-    dim = envs.single_observation_space.shape[0]
-    torch.manual_seed(seed)
-    attacker, attacker_norm = Agent(dim, dim).to(device), ObsNormalizer(dim)
-    victim.requires_grad_(False)
-    try:
-        train(cfg, envs, attacker, attacker_norm, device, log=lambda s: log("  [optimal attack] " + s))
-    finally:
-        victim.requires_grad_(True)
-        envs.close()
-
-    def attack(obs):
-        u = attacker.mu(torch.as_tensor(attacker_norm(obs.cpu().numpy()), dtype=torch.float32,
-                                        device=obs.device))
-        return obs + eps * u.clamp(-1.0, 1.0)
-
-    return attack
-
-
-def make_attack(name, agent, eps, pgd_steps):
-    """Gradient and noise attacks as functions o -> o_hat (the optimal one is trained separately)."""
+def make_attack(name, agent, eps, pgd_steps=10):
+    """The attacks that need no training, as functions o -> o_hat: none, random, critic, mad.
+    (rs, optimal and paad learn first: `train_robust_sarsa`, `train_learned_attack`.)"""
+    if name in ("rs", "optimal", "paad"):
+        raise InputError(f"the {name} attack is learned, not made: prepare it with attack_suite, "
+                         f"or train_robust_sarsa / train_learned_attack")
+    if name not in ATTACKS:
+        raise InputError(f"unknown attack {name!r}; the attacks are {', '.join(ATTACKS)}")
     if name == "none" or eps == 0:
         return lambda obs: obs
     if name == "random":
         return lambda obs: obs + eps * (2 * torch.rand_like(obs) - 1)
     if name == "critic":
         return lambda obs: pgd_attack(obs, critic_objective(agent), eps, pgd_steps)
-    if name == "mad":
-        return lambda obs: pgd_attack(obs, mad_objective(agent, obs), eps, pgd_steps)
-    raise ValueError(name)
+    return lambda obs: pgd_attack(obs, mad_objective(agent, obs), eps, pgd_steps)
 
 
-def evaluate(agent, obs_norm, env_id, attack, episodes, seed, device):
-    """Return of `episodes` episodes with the deterministic action mu(o_hat), normalizer frozen.
-    Episode i always starts from reset(seed=seed + i), so every attack faces the same episodes,
-    and torch is seeded too, so that random noise and PGD's random starts repeat."""
-    torch.manual_seed(seed)
+@one_thread
+def evaluate(agent, obs_norm, env_id, attack=None, episodes=50, seed=0):
+    """Returns of `episodes` episodes with the deterministic action mu(attack(o)), the normalizer
+    frozen. Episode i starts from reset(seed=seed + EVAL_SEED_OFFSET + i), so every attack faces
+    the same episodes, and seed = the run's seed gives the command line's numbers; torch is seeded
+    too, so that random noise and PGD's random starts repeat."""
+    device = next(agent.parameters()).device
+    attack = attack or (lambda obs: obs)
+    torch.manual_seed(seed + EVAL_SEED_OFFSET)
     envs = make_envs(env_id, episodes)
+    check_sizes(agent, envs, env_id)
     low, high = envs.single_action_space.low, envs.single_action_space.high
-    raw, _ = envs.reset(seed=seed)
+    raw, _ = envs.reset(seed=seed + EVAL_SEED_OFFSET)
     returns, alive = np.zeros(episodes), np.ones(episodes, dtype=bool)
     while alive.any():
         obs = torch.as_tensor(obs_norm(raw), dtype=torch.float32, device=device)
@@ -865,23 +882,323 @@ def evaluate(agent, obs_norm, env_id, attack, episodes, seed, device):
     return returns
 
 
-def attack_suite(agent, obs_norm, env_id, eps, attacks, episodes, seed, device, pgd_steps=10,
-                 optimal_steps=200_000, log=print):
-    """Evaluate under each attack; returns {attack: {"mean", "std"}} and the worst attack's name."""
+def check_sizes(agent, envs, env_id):
+    sizes = (agent.mu[0].in_features, agent.log_std.numel())
+    task = (envs.single_observation_space.shape[0], envs.single_action_space.shape[0])
+    if sizes != task:
+        raise InputError(f"the agent has observation/action size {sizes[0]}/{sizes[1]} but "
+                         f"{env_id} has {task[0]}/{task[1]}: it was trained on another task")
+
+
+# --- robust sarsa: PGD on a learned Q of the agent --------------------------------------------
+
+# The robust sarsa attack's settings: victim steps of data, SARSA epochs, the smoothness penalty.
+ROBUST_SARSA = {"data_steps": 100_000, "epochs": 20, "action_radius": 0.05, "smoothness": 0.1}
+
+
+@one_thread
+def train_robust_sarsa(victim, obs_norm, env_id, data_steps, epochs, action_radius, smoothness,
+                       seed=0, log=print):
+    """Robust sarsa (Zhang et al. 2020): learn Q(o, a) of the *fixed* victim, to attack with.
+
+    Data: the victim's own rollouts, actions a ~ pi(.|o) so that Q sees actions around mu(o).
+    SARSA: Q(o, a) regresses on r / sigma_r + gamma (1 - terminated) Q'(o', a'), a' ~ pi(.|o'),
+    with Q' a copy of Q renewed every 100 minibatches. Robustness: the attack will ask Q about actions the
+    victim takes at perturbed observations, so Q must be smooth around the actions it saw; the
+    penalty smoothness * max over |a~ - a|_inf <= action_radius of (Q(o, a~) - Q(o, a))^2, its
+    max found by PGD, removes the kinks an attack could exploit. Returns q(o, a) -> value.
+    """
+    device = next(victim.parameters()).device
+    tensor = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
+    torch.manual_seed(seed)
+    envs = make_envs(env_id, 8)
+    check_sizes(victim, envs, env_id)
+    low, high = envs.single_action_space.low, envs.single_action_space.high
+    raw, _ = envs.reset(seed=seed)
+    data = {k: [] for k in ("obs", "action", "reward", "terminated", "next_obs", "next_action")}
+    with torch.no_grad():
+        for _ in range(data_steps // envs.num_envs):
+            obs = tensor(obs_norm(raw))
+            action = victim.policy(obs).sample()
+            raw, reward, term, trunc, info = envs.step(np.clip(action.cpu().numpy(), low, high))
+            next_raw = raw.copy()  # where an episode ended, o' is its last observation
+            for i in np.flatnonzero(term | trunc):
+                next_raw[i] = info["final_obs"][i]
+            next_obs = tensor(obs_norm(next_raw))
+            for key, value in (("obs", obs), ("action", action), ("reward", tensor(reward)),
+                               ("terminated", tensor(term)), ("next_obs", next_obs),
+                               ("next_action", victim.policy(next_obs).sample())):
+                data[key].append(value)
+    envs.close()
+    data = {k: torch.cat(v) for k, v in data.items()}
+    reward = data["reward"] / (data["reward"].std() + 1e-8)
+    q_net = mlp(data["obs"].shape[1] + data["action"].shape[1], 1, out_gain=1.0).to(device)
+    q = lambda o, a: q_net(torch.cat([o, a], -1)).squeeze(-1)
+    optimizer = torch.optim.Adam(q_net.parameters(), lr=1e-3)
+    n = len(reward)
+    for epoch in range(epochs):
+        total = 0.0
+        for i, idx in enumerate(torch.randperm(n, device=device).split(256)):
+            if i % 100 == 0:
+                frozen = copy.deepcopy(q_net)
+            o, a = data["obs"][idx], data["action"][idx]
+            with torch.no_grad():
+                target = reward[idx] + 0.99 * (1 - data["terminated"][idx]) * frozen(
+                    torch.cat([data["next_obs"][idx], data["next_action"][idx]], -1)).squeeze(-1)
+                q_a = q(o, a)
+            a_far = pgd_attack(a, lambda a_tilde: -(q(o, a_tilde) - q_a) ** 2, action_radius, 3)
+            loss = (((q(o, a) - target) ** 2).mean()
+                    + smoothness * ((q(o, a_far) - q(o, a)) ** 2).mean())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx) / n
+        log(f"  [rs] epoch {epoch + 1}/{epochs}: loss {total:.4f}")
+    q_net.requires_grad_(False)
+    return q
+
+
+def rs_objective(victim, q, obs):
+    """Robust sarsa's attack: the victim acts mu(o_hat) but Q judges it at the true o."""
+    return lambda o_hat: q(obs, victim.mu(o_hat))
+
+
+# --- learned attackers: SA-RL and PA-AD, trained by PPO --------------------------------------
+
+class VictimUnderAttack(gym.vector.VectorWrapper):
+    """The environment of a learned attacker, with a frozen victim inside.
+
+    The attacker observes the victim's normalized observation o and acts u in [-1, 1]^dim;
+    perturb(o, u) turns u into the o_hat the victim sees (`sarl_perturbation`,
+    `paad_perturbation`); the victim acts mu(o_hat) deterministically, and the attacker receives
+    minus the victim's reward. Training the attacker with the same PPO (`train`) gives it the
+    most damaging policy it can learn.
+    """
+
+    def __init__(self, envs, victim, obs_norm, perturb, action_dim):
+        super().__init__(envs)
+        dim = envs.single_observation_space.shape[0]
+        self.single_observation_space = gym.spaces.Box(-10.0, 10.0, (dim,), np.float64)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.victim, self.obs_norm, self.perturb = victim, obs_norm, perturb
+        self.device = next(victim.parameters()).device
+        self.act_low, self.act_high = envs.single_action_space.low, envs.single_action_space.high
+
+    def reset(self, **kwargs):
+        raw, info = self.env.reset(**kwargs)
+        self.o = self.obs_norm(raw)
+        return self.o, info
+
+    @torch.no_grad()
+    def step(self, u):
+        obs = torch.as_tensor(self.o, dtype=torch.float32, device=self.device)
+        u = torch.as_tensor(np.clip(u, -1.0, 1.0), dtype=torch.float32, device=self.device)
+        action = self.victim.mu(self.perturb(obs, u)).cpu().numpy()
+        raw, reward, term, trunc, info = self.env.step(np.clip(action, self.act_low, self.act_high))
+        self.o = self.obs_norm(raw)
+        if "final_obs" in info:  # the attacker's final observations are normalized ones too
+            info["final_obs"] = info["final_obs"].copy()
+            for i in np.flatnonzero(info["_final_obs"]):
+                info["final_obs"][i] = self.obs_norm(info["final_obs"][i])
+        return self.o, -reward, term, trunc, info
+
+
+def sarl_perturbation(eps):
+    """SA-RL (Zhang et al. 2021): the attacker's action is the perturbation, o_hat = o + eps u."""
+    return lambda obs, u: obs + eps * u
+
+
+def paad_perturbation(victim, eps, pgd_steps):
+    """PA-AD (Sun et al. 2022): the director's action d is a direction in the victim's action
+    space; the actor realizes it, finding by PGD the o_hat in B_eps(o) that moves the victim's
+    mean action most along d, i.e. maximizing cos(mu(o_hat) - mu(o), d). The director learns in the
+    action's dimension instead of the observation's (SA-RL), an easier problem on tasks like Ant."""
+    def perturb(obs, d):
+        with torch.no_grad():
+            mu_clean = victim.mu(obs)
+        return pgd_attack(obs, lambda o_hat: -F.cosine_similarity(victim.mu(o_hat) - mu_clean, d, dim=-1),
+                          eps, pgd_steps)
+    return perturb
+
+
+def plateaued(min_steps, window=100_000):
+    """A learned attacker's stop rule: after min_steps, stop once its mean episode return over
+    the last `window` steps is no more than 2% (of its size) above the window before."""
+    def stop(rows):
+        n = max(1, window // (rows[-1]["env_steps"] // rows[-1]["iteration"]))
+        if rows[-1]["env_steps"] < min_steps or len(rows) < 2 * n:
+            return False
+        last = np.mean([r["episode_return"] for r in rows[-n:]])
+        before = np.mean([r["episode_return"] for r in rows[-2 * n:-n]])
+        return last - before <= 0.02 * abs(before) + 1.0
+    return stop
+
+
+@one_thread
+def train_learned_attack(victim, obs_norm, env_id, kind, eps, steps=1_000_000, pgd_steps=10,
+                         seed=0, curve_path=None, log=print):
+    """Train an SA-RL (kind "optimal") or PA-AD (kind "paad") attacker on the victim with PPO
+    (SPO): at least `steps` steps, then until its return plateaus (`plateaued`), at most twice
+    `steps`. Its learning curve goes to curve_path. Returns the attack o -> o_hat and how long it
+    trained."""
+    env_probe = make_envs(env_id, 1)
+    check_sizes(victim, env_probe, env_id)
+    env_probe.close()
+    obs_dim, act_dim = victim.mu[0].in_features, victim.log_std.numel()
+    device = next(victim.parameters()).device
+    cfg = Config(env=env_id, algo="spo", total_steps=2 * max(steps, 2048), seed=seed)
+    if kind == "optimal":
+        perturb, action_dim = sarl_perturbation(eps), obs_dim
+    else:
+        perturb, action_dim = paad_perturbation(victim, eps, pgd_steps), act_dim
+        if wants_compile(cfg):  # the actor's PGD runs at every step of the attacker's training
+            perturb = compile_or_fallback(perturb, perturb, device, log)
+    envs = VictimUnderAttack(make_envs(env_id, cfg.num_envs), victim, obs_norm, perturb, action_dim)
+    torch.manual_seed(seed)
+    attacker, attacker_norm = Agent(obs_dim, action_dim).to(device), ObsNormalizer(obs_dim)
+    victim.requires_grad_(False)
+    try:
+        rows = train(cfg, envs, attacker, attacker_norm, metrics_path=curve_path,
+                     stop=plateaued(steps), log=lambda s: log(f"  [{kind} attack] " + s))
+    finally:
+        victim.requires_grad_(True)
+        envs.close()
+
+    def attack(obs):
+        u = attacker.mu(torch.as_tensor(attacker_norm(obs.cpu().numpy()), dtype=torch.float32,
+                                        device=obs.device))
+        return perturb(obs, u.clamp(-1.0, 1.0))
+
+    return attack, {"attacker_steps": rows[-1]["env_steps"], "final_attacker_return": rows[-1]["episode_return"]}
+
+
+# --- the suite ------------------------------------------------------------------------------
+
+@one_thread
+def attack_suite(agent, obs_norm, env_id, eps, attacks=tuple(ATTACKS), episodes=50, seed=0,
+                 pgd_steps=10, attacker_steps=1_000_000, curve_prefix=None, on_result=None,
+                 log=print):
+    """Evaluate under each attack in turn: {attack: {mean, std, seconds, settings}} and the worst
+    attack's name, the robust return being the lowest mean over the attacks other than none.
+    seed is the run's seed: it sets the evaluation episodes and the learned attackers' seeds.
+    curve_prefix: where the learned attackers' curves go (prefix-optimal.csv, prefix-paad.csv).
+    on_result(table) is called after every attack, so that what finished can be kept."""
     table = {}
     for name in attacks:
         t0 = time.perf_counter()
-        if name == "optimal" and eps > 0:
-            log(f"training the optimal attacker for {optimal_steps:,} steps")
-            attack = train_optimal_attack(agent, obs_norm, env_id, eps, optimal_steps, seed + 1,
-                                          device, log=log)
+        settings = {"eps": eps, "episode_seeds": [seed + EVAL_SEED_OFFSET, seed + EVAL_SEED_OFFSET + episodes - 1]}
+        if name in ("critic", "mad", "rs"):
+            settings["pgd_steps"] = pgd_steps
+        if name == "rs" and eps > 0:
+            log("learning Q of the agent for robust sarsa")
+            q = train_robust_sarsa(agent, obs_norm, env_id, **ROBUST_SARSA,
+                                   seed=seed + ATTACKER_SEED_OFFSET["rs"], log=log)
+            attack = lambda obs: pgd_attack(obs, rs_objective(agent, q, obs), eps, pgd_steps)
+            settings.update(ROBUST_SARSA, seed=seed + ATTACKER_SEED_OFFSET["rs"])
+        elif name in ("optimal", "paad") and eps > 0:
+            log(f"training the {name} attacker for at least {attacker_steps:,} steps")
+            curve = f"{curve_prefix}-{name}.csv" if curve_prefix else None
+            attack, trained = train_learned_attack(
+                agent, obs_norm, env_id, name, eps, attacker_steps, pgd_steps,
+                seed + ATTACKER_SEED_OFFSET[name], curve, log)
+            settings.update(trained, min_attacker_steps=attacker_steps, seed=seed + ATTACKER_SEED_OFFSET[name],
+                            curve=Path(curve).name if curve else None)
+            if name == "paad":
+                settings["pgd_steps"] = pgd_steps
         else:
-            attack = make_attack("none" if name == "optimal" else name, agent, eps, pgd_steps)
-        returns = evaluate(agent, obs_norm, env_id, attack, episodes, seed + 10_000, device)
-        table[name] = {"mean": float(returns.mean()), "std": float(returns.std())}
-        log(f"  {name:8s} {returns.mean():9.1f} +- {returns.std():7.1f}   ({time.perf_counter() - t0:.1f} s)")
+            attack = make_attack("none" if name in ("rs", "optimal", "paad") else name, agent, eps, pgd_steps)
+        returns = evaluate(agent, obs_norm, env_id, attack, episodes, seed)
+        table[name] = {"mean": float(returns.mean()), "std": float(returns.std()),
+                       "seconds": round(time.perf_counter() - t0, 1), "settings": settings}
+        log(f"  {name:8s} {returns.mean():9.1f} +- {returns.std():7.1f}   ({table[name]['seconds']:.1f} s)")
+        if on_result:
+            on_result(table)
+    return table, worst_attack(table)
+
+
+def worst_attack(table):
     attacked = [a for a in table if a != "none"] or list(table)
-    return table, min(attacked, key=lambda a: table[a]["mean"])
+    return min(attacked, key=lambda a: table[a]["mean"])
+
+
+# ============================================================================================
+# 9. Checkpoints, evaluation records, the command line
+# ============================================================================================
+
+CHECKPOINT_FORMAT = "barpo-checkpoint-2"
+
+
+def save_checkpoint(path, state):
+    """Write a checkpoint (plain tensors and primitives, so that torch.load(weights_only=True)
+    reads it) to a temporary file and rename it: a crash never leaves half a checkpoint."""
+    tmp = Path(str(path) + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, env_id=None, device="cpu"):
+    """Returns (agent, obs_norm, state) of a checkpoint.pt; InputError for a missing, broken or
+    foreign file, or (with env_id) an agent of another task. state["config"] is the run's
+    Config, state["env_steps"] how far it trained, state.get("training") what resuming needs."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # torch raises many kinds for a truncated or foreign file
+        raise InputError(f"{path} is not a checkpoint that barpo.py wrote ({type(e).__name__} "
+                         f"while reading it)")
+    if not isinstance(state, dict) or state.get("format") not in ("barpo-checkpoint-1", CHECKPOINT_FORMAT):
+        raise InputError(f"{path} is a torch file but not a checkpoint that barpo.py wrote")
+    if state["format"] == "barpo-checkpoint-1":  # before resuming existed: no training state
+        state["obs_norm"] = {"mean": state["obs_mean"], "var": state["obs_var"], "count": state["obs_count"]}
+    agent = Agent(state["obs_dim"], state["act_dim"]).to(device)
+    agent.load_state_dict(state["agent"])
+    if env_id is not None and state["config"]["env"] != env_id:
+        raise InputError(f"{path} is an agent for {state['config']['env']}, not for {env_id}")
+    return agent, ObsNormalizer.from_state(state["obs_norm"]), state
+
+
+def eval_record_name(attacks, eps, episodes):
+    """A re-evaluation's file says what it holds, so it never replaces another record."""
+    return f"eval-{'+'.join(attacks)}-eps{eps:g}-{episodes}ep.json"
+
+
+def run_evaluation(agent, obs_norm, info, args, eps, record):
+    """attack_suite with the command line's settings, the record written after every attack
+    (marked partial until the last), and the table printed."""
+    attacks = parse_attacks(args.attacks)
+    result = {**{k: info[k] for k in ("env", "algo", "seed", "total_steps")}, "eps": eps,
+              "episodes": args.episodes, "command": "python " + shlex.join(sys.argv),
+              "made": made_on(), "partial": True, "returns": {}, "worst": None}
+
+    def keep(table):
+        result.update(returns=table, worst=worst_attack(table), partial=len(table) < len(attacks))
+        tmp = Path(str(record) + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, record)
+
+    try:
+        attack_suite(agent, obs_norm, info["env"], eps, attacks, args.episodes, info["seed"],
+                     info["pgd_steps"], args.attacker_steps, curve_prefix=record.with_suffix(""),
+                     on_result=keep)
+    except KeyboardInterrupt:
+        done = ", ".join(result["returns"]) or "none"
+        raise Interrupted(f"interrupted: evaluation stopped; the attacks finished ({done}) are "
+                          f"kept in {record}, marked partial")
+    print_table(result)
+    print(f"\nwrote {record}")
+    return result
+
+
+def made_on():
+    import platform
+    return {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.machine(),
+            "processor": platform.processor() or "unknown", "cores": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "gymnasium": gym.__version__, "numpy": np.__version__}
 
 
 def print_table(result):
@@ -889,119 +1206,289 @@ def print_table(result):
           f"  ({result['episodes']} episodes, deterministic actions)")
     print(f"{'attack':10s} {'mean':>10s} {'std':>9s}")
     for name, r in result["returns"].items():
-        mark = "  <- worst" if name == result["worst"] else ""
+        mark = "  <- worst attack: the robust return" if name == result["worst"] else ""
         print(f"{name:10s} {r['mean']:10.1f} {r['std']:9.1f}{mark}")
 
 
-# ============================================================================================
-# 8. Checkpoints, the run folder, main()
-# ============================================================================================
-
-def save_checkpoint(path, agent, obs_norm, cfg, obs_dim, act_dim, env_steps):
-    """Weights, normalizer statistics and config as plain tensors and primitives (so that
-    torch.load(weights_only=True) reads it), written to a temporary file and renamed: atomic."""
-    state = {"format": "barpo-checkpoint-1", "agent": agent.state_dict(),
-             "obs_mean": torch.as_tensor(obs_norm.mean), "obs_var": torch.as_tensor(obs_norm.var),
-             "obs_count": float(obs_norm.count), "config": dataclasses.asdict(cfg),
-             "obs_dim": obs_dim, "act_dim": act_dim, "env_steps": env_steps}
-    tmp = Path(str(path) + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+class UsageError(Exception):
+    """Bad command-line input: main() prints the message as one line and exits with status 2."""
 
 
-def load_checkpoint(path, device, env_id=None):
-    """Returns (agent, obs_norm, state); UsageError for a missing, broken or mismatched file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"checkpoint {path} not found; give the checkpoint.pt of a barpo.py run")
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with one line saying what was kept."""
+
+
+TRAINING_FLAGS = ("algo", "total_steps", "seed", "kappa", "kappa_ramp", "spo_guidance", "pgd_steps",
+                  "num_envs", "vector_env", "compile", "checkpoint_every", "init")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="barpo.py",
+        description="Train SPO, ARPO or BARPO on a gymnasium task with continuous observations "
+                    "and actions, then evaluate it under observation attacks. With --resume, "
+                    "continue an interrupted run; with --eval, only evaluate a saved agent.",
+        epilog="attacks: " + "; ".join(f"{k}: {v}" for k, v in ATTACKS.items()) + ". The robust "
+               "return is the lowest return over the attacks run.")
+    p.add_argument("--env", default=None,
+                   help="gymnasium task id (default Hopper-v4; with --eval, the checkpoint's task)")
+    p.add_argument("--algo", default="barpo", choices=["spo", "arpo", "barpo"],
+                   help="spo: standard PPO; arpo: PPO against the strongest PGD adversary; "
+                        "barpo (default): an adversary of modulated strength kappa")
+    p.add_argument("--total-steps", type=int, default=Config.total_steps,
+                   help=f"environment steps of training, rounded down to whole iterations of "
+                        f"{Config.steps_per_iteration} (default %(default)s: 1,998,848 steps, "
+                        f"the published budget)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of torch and the environments; evaluation episodes use seed + "
+                        f"{EVAL_SEED_OFFSET:,} on (default %(default)s)")
+    p.add_argument("--eps", type=float, default=None,
+                   help="radius of the L-infinity ball on the normalized observation; default "
+                        "per task: " + ", ".join(f"{k} {v}" for k, v in TASK_EPS.items()) +
+                        "; required for other tasks; with --eval, default the checkpoint's")
+    p.add_argument("--kappa", type=float, default=None,
+                   help=f"BARPO's adversary strength in [0, 1], held constant (default {Config.kappa}, "
+                        "chosen by measurement, README)")
+    p.add_argument("--kappa-ramp", type=float, default=None, metavar="FRACTION",
+                   help="BARPO: instead of a constant kappa, ramp it from 0 to 1 over this "
+                        "fraction of training (the schedule that wins the notebook's toy)")
+    p.add_argument("--spo-guidance", type=float, default=Config.spo_guidance,
+                   help="weight g >= 0 of the clean surrogate added to the ARPO/BARPO objective "
+                        "(default %(default)s)")
+    p.add_argument("--pgd-steps", type=int, default=Config.pgd_steps,
+                   help="sign-gradient steps of every PGD attack, in training and evaluation "
+                        "(default %(default)s)")
+    p.add_argument("--num-envs", type=int, default=Config.num_envs,
+                   help=f"parallel environments; must divide {Config.steps_per_iteration} (default %(default)s)")
+    p.add_argument("--vector-env", default="sync", choices=["sync", "async"],
+                   help="sync (default): step the environments one after the other; async: each "
+                        "in its own process, faster only with more free cores than environments")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the networks live; auto (default) is the CPU, because with networks "
+                        "this small a GPU trains slower than its machine's CPU (README, Speed)")
+    p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                   help="run the minibatch update through torch.compile (the fast path): auto "
+                        f"(default) for runs of {COMPILE_MIN_STEPS:,} steps or more, where it "
+                        "repays its compile time; off is the eager reference code")
+    p.add_argument("--checkpoint-every", type=int, default=Config.checkpoint_every, metavar="N",
+                   help="write the resumable checkpoint every N iterations (default %(default)s, "
+                        "about 51k steps); Ctrl-C also writes it")
+    p.add_argument("--out", default=None,
+                   help="training: the run folder (default runs/<env>-<algo>-seed<seed>); --eval: "
+                        "the folder for the evaluation record (default the checkpoint's folder)")
+    p.add_argument("--episodes", type=int, default=50,
+                   help="evaluation episodes per attack (default %(default)s)")
+    p.add_argument("--attacks", default=",".join(ATTACKS),
+                   help="comma-separated evaluation attacks (default all: %(default)s; see below)")
+    p.add_argument("--attacker-steps", type=int, default=1_000_000,
+                   help="PPO steps at least for each learned attacker (optimal, paad), which then "
+                        "trains on until its return plateaus, at most twice as long (default "
+                        "%(default)s)")
+    p.add_argument("--eval", default=None, metavar="CHECKPOINT",
+                   help="only evaluate this checkpoint.pt; writes eval-<attacks>-eps<eps>-<n>ep.json "
+                        "beside it (or into --out) and never replaces an existing record")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue the interrupted run in RUN_DIR from its checkpoint, with the "
+                        "settings it started with, then evaluate it")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="warm start from this checkpoint's weights and normalizer, e.g. an SPO agent")
+    args = p.parse_args(argv)
+    args.given = {name for name in TRAINING_FLAGS if getattr(args, name) != p.get_default(name)}
+    return args
+
+
+def config_from_args(args):
+    """Turn command-line arguments into a Config, rejecting bad input with a UsageError."""
+    env_id = args.env or "Hopper-v4"
+    check_task(env_id)  # before anything else: nothing else matters for a task we cannot run
+    ramp = args.kappa_ramp is not None
+    if ramp and args.kappa is not None:
+        raise UsageError("give --kappa (a constant strength) or --kappa-ramp (a ramp), not both")
+    if (args.kappa is not None or ramp) and args.algo != "barpo":
+        raise UsageError(f"--kappa and --kappa-ramp set BARPO's strength, but --algo is {args.algo} "
+                         f"(spo is kappa 0, arpo kappa 1); drop them or use --algo barpo")
+    cfg = Config(env=env_id, algo=args.algo, total_steps=args.total_steps, seed=args.seed,
+                 eps=default_eps(env_id) if args.eps is None else args.eps,
+                 kappa_schedule="ramp" if ramp else "constant",
+                 kappa=Config.kappa if args.kappa is None else args.kappa,
+                 kappa_ramp=args.kappa_ramp if ramp else Config.kappa_ramp,
+                 spo_guidance=args.spo_guidance, pgd_steps=args.pgd_steps, num_envs=args.num_envs,
+                 vector_env=args.vector_env, device=args.device, compile=args.compile,
+                 checkpoint_every=args.checkpoint_every)
+    check_eps(cfg.eps)
+    checks = [(0.0 <= cfg.kappa <= 1.0, f"--kappa {cfg.kappa} is outside [0, 1]; give a strength in [0, 1]"),
+              (0.0 < cfg.kappa_ramp <= 1.0, f"--kappa-ramp {cfg.kappa_ramp} must be a fraction in (0, 1]"),
+              (cfg.spo_guidance >= 0, f"--spo-guidance {cfg.spo_guidance} is negative; give a weight >= 0"),
+              (cfg.pgd_steps >= 1, f"--pgd-steps {cfg.pgd_steps} must be at least 1"),
+              (cfg.num_envs >= 1 and cfg.steps_per_iteration % cfg.num_envs == 0,
+               f"--num-envs {cfg.num_envs} must divide {cfg.steps_per_iteration} (e.g. 1, 4, 8, 16)"),
+              (cfg.total_steps >= cfg.steps_per_iteration,
+               f"--total-steps {cfg.total_steps} is less than one iteration; give at least "
+               f"{cfg.steps_per_iteration}"),
+              (cfg.checkpoint_every >= 1, f"--checkpoint-every {cfg.checkpoint_every} must be at least 1")]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    check_eval_args(args)
+    return cfg
+
+
+def check_task(env_id):
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
-        if not (isinstance(state, dict) and state.get("format") == "barpo-checkpoint-1"):
-            raise ValueError("not a barpo.py checkpoint")
-        agent = Agent(state["obs_dim"], state["act_dim"]).to(device)
-        agent.load_state_dict(state["agent"])
-        obs_norm = ObsNormalizer(state["obs_dim"])
-        obs_norm.mean, obs_norm.var = state["obs_mean"].cpu().numpy(), state["obs_var"].cpu().numpy()
-        obs_norm.count = state["obs_count"]
-    except Exception as e:  # torch raises many kinds for a truncated or foreign file
-        raise UsageError(f"cannot read checkpoint {path} ({type(e).__name__}: {str(e)[:100]}); "
-                         f"give an intact checkpoint.pt written by barpo.py")
-    if env_id is not None and state["config"]["env"] != env_id:
-        raise UsageError(f"checkpoint {path} is for {state['config']['env']}, not {env_id}; "
-                         f"use a checkpoint of {env_id} or --env {state['config']['env']}")
+        make_envs(env_id, 1).close()
+    except InputError as e:
+        raise UsageError(f"{e}; choose a task with continuous observations and actions, e.g. "
+                         f"--env Hopper-v4")
+
+
+def default_eps(env_id):
+    eps = TASK_EPS.get(env_id.split("-")[0])
+    if eps is None:
+        raise UsageError(f"{env_id} has no default attack radius; give one with --eps "
+                         f"(e.g. --eps 0.1)")
+    return eps
+
+
+def check_eps(eps):
+    if eps < 0 or not math.isfinite(eps):
+        raise UsageError(f"--eps {eps} must be a finite number >= 0")
+
+
+def check_eval_args(args):
+    if args.episodes < 1:
+        raise UsageError(f"--episodes {args.episodes} must be at least 1")
+    if args.attacker_steps < 2048:
+        raise UsageError(f"--attacker-steps {args.attacker_steps} is less than one iteration; "
+                         f"give at least 2048")
+    parse_attacks(args.attacks)
+
+
+def parse_attacks(text):
+    names = [a.strip() for a in text.split(",") if a.strip()]
+    unknown = [a for a in names if a not in ATTACKS]
+    if unknown or not names:
+        raise UsageError(f"unknown attack(s) {unknown or text!r} in --attacks; choose from "
+                         f"{','.join(ATTACKS)}")
+    return names
+
+
+def pick_device(name):
+    """auto is the CPU: these networks are so small that a GPU spends its time on kernel launches
+    and transfers, and trained slower than its own machine's CPU even compiled (README, Speed)."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda, but torch sees no CUDA device; use --device cpu or auto")
+    return torch.device("cpu" if name == "auto" else name)
+
+
+def read_checkpoint(path, flag, env_id=None, device="cpu"):
+    """load_checkpoint for the command line: its errors become one line naming the flag."""
+    try:
+        agent, obs_norm, state = load_checkpoint(path, device=device)
+    except InputError as e:
+        raise UsageError(f"{e}; give {flag} the checkpoint.pt of a barpo.py run")
+    task = state["config"]["env"]
+    if env_id is not None and task != env_id:
+        raise UsageError(f"{path} is an agent for {task}, not for {env_id}; use a checkpoint of "
+                         f"{env_id}, or --env {task}")
+    try:
+        envs = make_envs(task, 1)
+        check_sizes(agent, envs, task)
+        envs.close()
+    except InputError as e:
+        raise UsageError(f"{path}: {e}; give {flag} a checkpoint of this task")
     return agent, obs_norm, state
-
-
-def check_dims(state, envs, path):
-    obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
-    if (state["obs_dim"], state["act_dim"]) != (obs_dim, act_dim):
-        raise UsageError(f"checkpoint {path} has observation/action size {state['obs_dim']}/"
-                         f"{state['act_dim']} but the task has {obs_dim}/{act_dim}; use a "
-                         f"checkpoint of this task")
-
-
-def run_evaluation(agent, obs_norm, info, args, eps, device, out_dir):
-    attacks = parse_attacks(args.attacks)
-    table, worst = attack_suite(agent, obs_norm, info["env"], eps, attacks, args.episodes,
-                                info["seed"], device, info["pgd_steps"], args.optimal_attack_steps)
-    result = {**{k: info[k] for k in ("env", "algo", "seed", "total_steps")}, "eps": eps,
-              "episodes": args.episodes, "command": "python " + shlex.join(sys.argv),
-              "returns": table, "worst": worst}
-    tmp = out_dir / "eval.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out_dir / "eval.json")
-    print_table(result)
-    print(f"\nwrote {out_dir / 'eval.json'}")
-    return result
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     # The literature's tasks are the v4 ones; gymnasium suggests v5 at every start.
     warnings.filterwarnings("ignore", message=".*is out of date", category=DeprecationWarning)
-    torch.set_num_threads(1)  # tiny networks: a second thread costs more than it gives on 2 cores
+    torch.set_num_threads(1)
+    if args.eval and args.resume:
+        raise UsageError("give --eval (evaluate a checkpoint) or --resume (continue a run), not both")
+    if (args.eval or args.resume) and args.given:
+        flags = ", ".join("--" + f.replace("_", "-") for f in sorted(args.given))
+        what = "--eval evaluates an agent" if args.eval else "--resume continues a run"
+        raise UsageError(f"{flags} set training, but {what} as it was trained; drop them")
     if args.eval:
-        device = pick_device(args.device)
-        agent, obs_norm, state = load_checkpoint(args.eval, device, args.env)
-        info = {**state["config"], "total_steps": state["env_steps"]}
-        eps = info["eps"] if args.eps is None else args.eps
-        check_eps(eps)
-        check_eval_args(args)
-        envs = make_envs(info["env"], 1)
-        check_dims(state, envs, args.eval)
-        envs.close()
-        out_dir = Path(args.out or Path(args.eval).parent)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        return run_evaluation(agent, obs_norm, info, args, eps, device, out_dir)
+        return evaluate_command(args)
+    if args.resume:
+        return resume_command(args)
+    return train_command(args)
 
+
+def evaluate_command(args):
+    device = pick_device(args.device)
+    agent, obs_norm, state = read_checkpoint(args.eval, "--eval", args.env, device)
+    info = {**state["config"], "total_steps": state["env_steps"]}
+    eps = info["eps"] if args.eps is None else args.eps
+    check_eps(eps)
+    check_eval_args(args)
+    out_dir = Path(args.out or Path(args.eval).parent)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = out_dir / eval_record_name(parse_attacks(args.attacks), eps, args.episodes)
+    if record.exists():
+        raise UsageError(f"{record} already holds this evaluation; to make it again, give another "
+                         f"--out folder (it is never replaced)")
+    return run_evaluation(agent, obs_norm, info, args, eps, record)
+
+
+def train_command(args):
     cfg = config_from_args(args)
     device = pick_device(args.device)
+    out_dir = Path(args.out or f"runs/{cfg.env}-{cfg.algo}-seed{cfg.seed}")
+    if any((out_dir / name).exists() for name in ("checkpoint.pt", "eval.json")):
+        raise UsageError(f"{out_dir} already holds a run; continue it with --resume {out_dir}, or "
+                         f"give another --out")
     torch.manual_seed(cfg.seed)
     envs = make_envs(cfg.env, cfg.num_envs, cfg.vector_env)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     agent, obs_norm = Agent(obs_dim, act_dim).to(device), ObsNormalizer(obs_dim)
     if args.init:
-        agent, obs_norm, state = load_checkpoint(args.init, device, cfg.env)
-        check_dims(state, envs, args.init)
-    out_dir = Path(args.out or f"runs/{cfg.env}-{cfg.algo}-seed{cfg.seed}")
+        agent, obs_norm, _ = read_checkpoint(args.init, "--init", cfg.env, device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"{cfg.algo.upper()} on {cfg.env}, {cfg.total_steps:,} steps, eps {cfg.eps}, "
-          f"device {device}, run folder {out_dir}")
-    steps = cfg.total_steps // cfg.steps_per_iteration * cfg.steps_per_iteration
+    return run_training(cfg, envs, agent, obs_norm, out_dir, args, resume=None)
+
+
+def resume_command(args):
+    run_dir = Path(args.resume)
+    agent, obs_norm, state = read_checkpoint(run_dir / "checkpoint.pt", "--resume", device=pick_device(args.device))
+    if "training" not in state:
+        raise UsageError(f"{run_dir / 'checkpoint.pt'} holds an agent but no training state "
+                         f"(written by an older barpo.py); evaluate it with --eval instead")
+    cfg = Config(**state["config"])
+    check_eval_args(args)
+    envs = make_envs(cfg.env, cfg.num_envs, cfg.vector_env)
+    return run_training(cfg, envs, agent, obs_norm, run_dir, args, resume=state["training"])
+
+
+def run_training(cfg, envs, agent, obs_norm, run_dir, args, resume):
+    """Train (or go on training) into run_dir, then evaluate into run_dir/eval.json."""
+    trained = cfg.iterations * cfg.steps_per_iteration
+    done = resume["iteration"] if resume else 0
+    print(f"{cfg.algo.upper()} on {cfg.env}: {trained:,} steps ({cfg.iterations} iterations of "
+          f"{cfg.steps_per_iteration}), eps {cfg.eps}, device {next(agent.parameters()).device}, "
+          f"compile {'on' if wants_compile(cfg) else 'off'}, run folder {run_dir}"
+          + (f"; resuming after iteration {done}" if resume else ""))
+    checkpoint = run_dir / "checkpoint.pt"
     try:
-        rows = train(cfg, envs, agent, obs_norm, device, out_dir / "metrics.csv")
+        if done < cfg.iterations:
+            rows = train(cfg, envs, agent, obs_norm, run_dir / "metrics.csv", checkpoint, resume)
+            print(f"trained {trained:,} steps in {rows[-1]['wall_time_s']:.0f} s; evaluating")
     except KeyboardInterrupt:
-        done = len((out_dir / "metrics.csv").read_text().splitlines()) - 1  # a row per iteration
-        save_checkpoint(out_dir / "checkpoint.pt", agent, obs_norm, cfg, obs_dim, act_dim,
-                        max(done, 0) * cfg.steps_per_iteration)
-        print(f"\ninterrupted: checkpoint of the agent so far saved to {out_dir / 'checkpoint.pt'}")
-        raise SystemExit(130)
+        if not checkpoint.exists():
+            raise Interrupted("interrupted before the first iteration finished; nothing to keep")
+        saved = load_checkpoint(checkpoint)[2]["training"]["iteration"]
+        raise Interrupted(f"interrupted: {checkpoint} holds iteration {saved} of {cfg.iterations}; "
+                          f"continue with: python barpo.py --resume {run_dir}")
     finally:
         envs.close()
-    save_checkpoint(out_dir / "checkpoint.pt", agent, obs_norm, cfg, obs_dim, act_dim, steps)
-    print(f"trained {steps:,} steps in {rows[-1]['wall_time_s']:.0f} s; evaluating")
-    info = {**dataclasses.asdict(cfg), "total_steps": steps}
-    return run_evaluation(agent, obs_norm, info, args, cfg.eps, device, out_dir)
+    record = run_dir / "eval.json"
+    if record.exists() and not json.loads(record.read_text()).get("partial"):
+        print(f"{run_dir} is trained and evaluated ({record}); nothing left to do")
+        return json.loads(record.read_text())
+    info = {**dataclasses.asdict(cfg), "total_steps": trained}
+    return run_evaluation(agent, obs_norm, info, args, cfg.eps, record)
 
 
 if __name__ == "__main__":
@@ -1010,3 +1497,6 @@ if __name__ == "__main__":
     except UsageError as e:
         print(f"barpo.py: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as e:
+        print(f"\n{e or 'interrupted'}", file=sys.stderr)
+        sys.exit(130)

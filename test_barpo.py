@@ -1,10 +1,13 @@
 """Tests: the derivations in barpo.py hold, the attacks do what they claim, the kappa limits are
-SPO and ARPO exactly, learning happens, and bad input fails cleanly. About 5 minutes on 2 cores."""
+SPO and ARPO exactly, the fast path gives the eager update, learning happens, runs resume exactly,
+no command loses a result, and bad input fails cleanly. About 7 minutes on 2 cores; most of it
+re-evaluates the shipped agents, which `-m "not shipped"` skips (CI runs them)."""
 
 import csv
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +22,7 @@ import torch
 import barpo
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
+warnings.filterwarnings("ignore", category=pytest.PytestUnknownMarkWarning)  # "shipped", below
 pytestmark = pytest.mark.filterwarnings("ignore:.*is out of date")  # v4 tasks are the literature's
 HERE = Path(__file__).resolve().parent
 CPU = torch.device("cpu")
@@ -152,7 +156,7 @@ def test_gradient_attacks_stay_in_ball_and_do_their_job():
 
 
 def test_attack_strength_and_eps_schedules():
-    cfg = barpo.Config(algo="barpo", eps=0.1, kappa=None)   # kappa None: the ramp over the first half
+    cfg = barpo.Config(algo="barpo", eps=0.1, kappa_schedule="ramp")   # over the first half
     assert barpo.attack_strength(cfg, 0.0) == 0.0
     assert barpo.attack_strength(cfg, 0.25) == pytest.approx(0.5)
     assert barpo.attack_strength(cfg, 0.9) == 1.0
@@ -173,7 +177,7 @@ def train_weights(**overrides):
     torch.manual_seed(cfg.seed)
     envs = barpo.make_envs(cfg.env, cfg.num_envs, cfg.vector_env)
     agent, norm = barpo.Agent(11, 3), barpo.ObsNormalizer(11)
-    rows = barpo.train(cfg, envs, agent, norm, CPU, log=lambda s: None)
+    rows = barpo.train(cfg, envs, agent, norm, log=lambda s: None)
     envs.close()
     return agent.state_dict(), norm, rows
 
@@ -255,7 +259,7 @@ def test_async_environments_train_exactly_as_sync_ones():
     assert all(torch.equal(sync[k], asynchronous[k]) for k in sync)
 
 
-# --- learning, checkpoints, evaluation, the optimal attack ---------------------------------
+# --- learning, checkpoints, evaluation ---------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def pendulum_run(tmp_path_factory):
@@ -276,12 +280,13 @@ def test_spo_learns_inverted_pendulum(pendulum_run):
 
 def test_checkpoint_round_trip_restores_normalizer(pendulum_run, tmp_path):
     out, _ = pendulum_run
-    agent, norm, state = barpo.load_checkpoint(out / "checkpoint.pt", CPU)
+    agent, norm, state = barpo.load_checkpoint(out / "checkpoint.pt")
     assert state["config"]["env"] == "InvertedPendulum-v4" and state["env_steps"] == 40960
+    assert state["training"]["iteration"] == 20
     assert norm.count > 40000 and not np.allclose(norm.var, 1.0)
     path = tmp_path / "again.pt"
-    barpo.save_checkpoint(path, agent, norm, barpo.Config(**state["config"]), 4, 1, 40960)
-    agent2, norm2, _ = barpo.load_checkpoint(path, CPU)
+    barpo.save_checkpoint(path, state)
+    agent2, norm2, _ = barpo.load_checkpoint(path, "InvertedPendulum-v4")
     assert np.array_equal(norm.mean, norm2.mean) and np.array_equal(norm.var, norm2.var)
     assert all(torch.equal(a, b) for a, b in zip(agent.state_dict().values(), agent2.state_dict().values()))
     assert not (tmp_path / "again.pt.tmp").exists()
@@ -289,44 +294,99 @@ def test_checkpoint_round_trip_restores_normalizer(pendulum_run, tmp_path):
 
 def test_eps_zero_leaves_every_attack_harmless(pendulum_run):
     out, _ = pendulum_run
-    agent, norm, _ = barpo.load_checkpoint(out / "checkpoint.pt", CPU)
-    table, _ = barpo.attack_suite(agent, norm, "InvertedPendulum-v4", 0.0, barpo.ATTACKS, 3, 0,
-                                  CPU, log=lambda s: None)
+    agent, norm, _ = barpo.load_checkpoint(out / "checkpoint.pt")
+    table, _ = barpo.attack_suite(agent, norm, "InvertedPendulum-v4", 0.0, list(barpo.ATTACKS), 3,
+                                  log=lambda s: None)
     assert len({round(r["mean"], 6) for r in table.values()}) == 1
 
 
-def test_evaluation_repeats_exactly(pendulum_run):
-    out, _ = pendulum_run
-    agent, norm, _ = barpo.load_checkpoint(out / "checkpoint.pt", CPU)
-    runs = [barpo.evaluate(agent, norm, "InvertedPendulum-v4", barpo.make_attack(name, agent, 0.5, 10),
-                           3, 7, CPU) for name in ("random", "mad", "random", "mad")]
+def test_evaluation_repeats_exactly_and_defaults_to_the_command_lines_episodes(pendulum_run):
+    out, result = pendulum_run
+    agent, norm, _ = barpo.load_checkpoint(out / "checkpoint.pt")
+    runs = [barpo.evaluate(agent, norm, "InvertedPendulum-v4", barpo.make_attack(name, agent, 0.5),
+                           3, seed=7) for name in ("random", "mad", "random", "mad")]
     assert np.array_equal(runs[0], runs[2]) and np.array_equal(runs[1], runs[3])
+    natural = barpo.evaluate(agent, norm, "InvertedPendulum-v4", episodes=5)  # the run's seed is 0
+    assert natural.mean() == result["returns"]["none"]["mean"]
 
 
-def test_optimal_attack_at_large_eps_lowers_return(pendulum_run):
+def test_library_calls_run_on_one_thread_and_give_it_back(pendulum_run):
     out, _ = pendulum_run
-    agent, norm, _ = barpo.load_checkpoint(out / "checkpoint.pt", CPU)
-    attack = barpo.train_optimal_attack(agent, norm, "InvertedPendulum-v4", 2.0, 20480, 1, CPU,
-                                        log=lambda s: None)
+    agent, norm, _ = barpo.load_checkpoint(out / "checkpoint.pt")
+    seen, before = [], torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        barpo.evaluate(agent, norm, "InvertedPendulum-v4",
+                       lambda o: seen.append(torch.get_num_threads()) or o, 1)
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_library_errors_say_what_is_wrong(pendulum_run):
+    out, _ = pendulum_run
+    agent, norm, _ = barpo.load_checkpoint(out / "checkpoint.pt")
+    with pytest.raises(barpo.InputError, match="learned"):
+        barpo.make_attack("optimal", agent, 0.1)
+    with pytest.raises(barpo.InputError, match="unknown attack 'fgsm'"):
+        barpo.make_attack("fgsm", agent, 0.1)
+    with pytest.raises(barpo.InputError, match="observation/action size 4/1 but Hopper-v4 has 11/3"):
+        barpo.evaluate(agent, norm, "Hopper-v4", episodes=1)
+    with pytest.raises(barpo.InputError, match="an agent for InvertedPendulum-v4, not for Hopper-v4"):
+        barpo.load_checkpoint(out / "checkpoint.pt", "Hopper-v4")
+    with pytest.raises(barpo.InputError, match="discrete action space"):
+        barpo.make_envs("CartPole-v1", 1)
+
+
+@pytest.mark.parametrize("kind", ["optimal", "paad"])
+def test_learned_attacks_stay_in_ball_and_beat_a_trained_agent(pendulum_run, kind, tmp_path):
+    out, _ = pendulum_run
+    agent, norm, _ = barpo.load_checkpoint(out / "checkpoint.pt")
+    attack, trained = barpo.train_learned_attack(agent, norm, "InvertedPendulum-v4", kind, 2.0, 20480,
+                                                 seed=1, curve_path=tmp_path / "curve.csv",
+                                                 log=lambda s: None)
+    assert trained["attacker_steps"] >= 20480
+    assert len(list(csv.DictReader(open(tmp_path / "curve.csv")))) == trained["attacker_steps"] // 2048
     obs = torch.randn(100, 4)
     assert (attack(obs) - obs).abs().max() <= 2.0 + 1e-6
-    natural = barpo.evaluate(agent, norm, "InvertedPendulum-v4", lambda o: o, 5, 0, CPU).mean()
-    attacked = barpo.evaluate(agent, norm, "InvertedPendulum-v4", attack, 5, 0, CPU).mean()
+    natural = barpo.evaluate(agent, norm, "InvertedPendulum-v4", episodes=5).mean()
+    attacked = barpo.evaluate(agent, norm, "InvertedPendulum-v4", attack, 5).mean()
     assert attacked < 0.2 * natural
 
 
-def test_eval_cli_writes_documented_json(pendulum_run, tmp_path):
+def test_robust_sarsa_attack_stays_in_ball_and_beats_a_trained_agent(pendulum_run):
     out, _ = pendulum_run
-    proc = run_cli("--eval", str(out / "checkpoint.pt"), "--eps", "0.5", "--episodes", "3",
-                   "--attacks", "none,mad,critic", "--out", str(tmp_path))
+    agent, norm, _ = barpo.load_checkpoint(out / "checkpoint.pt")
+    q = barpo.train_robust_sarsa(agent, norm, "InvertedPendulum-v4", data_steps=8192, epochs=3,
+                                 action_radius=0.05, smoothness=1.0, log=lambda s: None)
+    attack = lambda obs: barpo.pgd_attack(obs, barpo.rs_objective(agent, q, obs), 2.0, 10)
+    obs = torch.randn(100, 4)
+    assert (attack(obs) - obs).abs().max() <= 2.0 + 1e-6
+    with torch.no_grad():  # the attack lowers the learned Q, which is what it optimizes
+        assert q(obs, agent.mu(attack(obs))).mean() < q(obs, agent.mu(obs)).mean()
+    natural = barpo.evaluate(agent, norm, "InvertedPendulum-v4", episodes=5).mean()
+    attacked = barpo.evaluate(agent, norm, "InvertedPendulum-v4", attack, 5).mean()
+    assert attacked < 0.2 * natural
+
+
+def test_eval_cli_writes_a_documented_record_beside_and_never_replaces_one(pendulum_run):
+    out, _ = pendulum_run
+    training_record = (out / "eval.json").read_text()
+    args = ("--eval", str(out / "checkpoint.pt"), "--eps", "0.5", "--episodes", "3",
+            "--attacks", "none,mad,critic")
+    proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr
-    result = json.loads((tmp_path / "eval.json").read_text())
-    assert {"env", "algo", "seed", "total_steps", "eps", "command", "returns", "worst"} <= set(result)
-    assert result["env"] == "InvertedPendulum-v4" and result["eps"] == 0.5
+    result = json.loads((out / "eval-none+mad+critic-eps0.5-3ep.json").read_text())
+    assert {"env", "algo", "seed", "total_steps", "eps", "command", "made", "returns", "worst"} <= set(result)
+    assert result["env"] == "InvertedPendulum-v4" and result["eps"] == 0.5 and not result["partial"]
     assert set(result["returns"]) == {"none", "mad", "critic"}
     assert result["worst"] == min(["mad", "critic"], key=lambda a: result["returns"][a]["mean"])
-    assert all({"mean", "std"} <= set(r) for r in result["returns"].values())
-    assert "worst" in proc.stdout
+    assert result["returns"]["mad"]["settings"] == {"eps": 0.5, "episode_seeds": [10_000, 10_002],
+                                                    "pgd_steps": 10}
+    assert "worst attack" in proc.stdout
+    again = run_cli(*args)
+    assert again.returncode == 2 and "already holds this evaluation" in again.stderr
+    assert (out / "eval.json").read_text() == training_record
 
 
 @pytest.mark.parametrize("algo", ["spo", "arpo", "barpo"])
@@ -335,47 +395,190 @@ def test_each_algo_end_to_end_on_hopper(algo, tmp_path):
                    "--attacks", "none,random,critic,mad", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
-    assert len(rows) == 2
-    assert {"iteration", "env_steps", "wall_time_s", "sps", "episode_return", "kappa", "eps",
-            "attack_kl"} <= set(rows[0])
+    assert len(rows) == 2 and list(rows[0]) == barpo.METRICS
     assert float(rows[1]["kappa"]) == {"spo": 0.0, "arpo": 1.0, "barpo": 0.02}[algo]
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["config"]["algo"] == algo
     assert json.loads((tmp_path / "eval.json").read_text())["algo"] == algo
-    assert "steps/s" in proc.stdout and "left" in proc.stdout
+    assert "steps/s" in proc.stdout and "left" in proc.stdout and "4,096 steps" in proc.stdout
+    again = run_cli("--env", "Hopper-v4", "--algo", algo, "--total-steps", "4096", "--out", str(tmp_path))
+    assert again.returncode == 2 and f"--resume {tmp_path}" in again.stderr
 
 
-def default_sigint():
-    # Start the child as a user's shell would, SIGINT at its default and unblocked, whatever the
-    # test process has (ignored or blocked signals are inherited). The one failure seen, under
-    # xdist on a busy machine, was a child that trained on for 60 s after its SIGINT.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+# --- interrupting and resuming -------------------------------------------------------------------
 
-
-def test_ctrl_c_saves_checkpoint(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-W", "ignore", str(HERE / "barpo.py"), "--algo", "spo",
-                             "--total-steps", "2000000", "--out", str(tmp_path)],
+def start_cli(*args):
+    def default_sigint():
+        # Start the child as a user's shell would, SIGINT at its default and unblocked, whatever
+        # the test process has (ignored or blocked signals are inherited).
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    return subprocess.Popen([sys.executable, "-W", "ignore", str(HERE / "barpo.py"), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE,
                             preexec_fn=default_sigint)
+
+
+def wait_for(condition, proc, seconds=120):
+    deadline = time.time() + seconds
+    while time.time() < deadline and not condition():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    assert condition(), "timed out"
+
+
+def iteration_in(checkpoint):
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not (
-                (tmp_path / "metrics.csv").exists() and len((tmp_path / "metrics.csv").read_text().splitlines()) > 2):
-            time.sleep(0.5)
+        return torch.load(checkpoint, weights_only=True)["training"]["iteration"]
+    except Exception:  # not written yet
+        return 0
+
+
+def test_ctrl_c_in_training_keeps_the_last_finished_iteration(tmp_path):
+    proc = start_cli("--algo", "spo", "--total-steps", "2000000", "--compile", "off",
+                     "--out", str(tmp_path))
+    metrics = tmp_path / "metrics.csv"
+    try:
+        wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) > 2, proc)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()   # no-op when it has exited; otherwise it must not train on after the test
     assert proc.returncode == 130, err
-    assert "Traceback" not in err
-    _, _, state = barpo.load_checkpoint(tmp_path / "checkpoint.pt", CPU)
-    # the checkpoint records how far training got: one metrics row per finished iteration
-    finished = len((tmp_path / "metrics.csv").read_text().splitlines()) - 1
-    assert finished >= 2 and state["env_steps"] == finished * state["config"]["steps_per_iteration"]
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"--resume {tmp_path}" in err
+    _, _, state = barpo.load_checkpoint(tmp_path / "checkpoint.pt")
+    finished = len(metrics.read_text().splitlines()) - 1   # one row per finished iteration
+    assert finished >= 2 and state["training"]["iteration"] == finished
+    assert state["env_steps"] == finished * state["config"]["steps_per_iteration"]
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_runs_weights_bit_for_bit(tmp_path):
+    """kill -9 after a checkpoint, then --resume: the final weights, normalizer and metrics equal
+    an uninterrupted run's exactly (CPU, sync envs of a MuJoCo task, eager path)."""
+    args = ["--algo", "barpo", "--total-steps", "14336", "--compile", "off", "--checkpoint-every", "2",
+            "--attacks", "none", "--episodes", "1"]
+    whole = run_cli(*args, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+    cut = tmp_path / "cut"
+    proc = start_cli(*args, "--out", str(cut))
+    try:
+        wait_for(lambda: iteration_in(cut / "checkpoint.pt") >= 2, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert not (cut / "eval.json").exists()
+    resumed = run_cli("--resume", str(cut), "--attacks", "none", "--episodes", "1")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after iteration" in resumed.stdout
+    a, b = (torch.load(d / "checkpoint.pt", weights_only=True) for d in (tmp_path / "whole", cut))
+    assert all(torch.equal(a["agent"][k], b["agent"][k]) for k in a["agent"])
+    assert torch.equal(a["obs_norm"]["var"], b["obs_norm"]["var"])
+    strip = lambda d: [{k: v for k, v in r.items() if k not in ("wall_time_s", "sps")}
+                       for r in csv.DictReader(open(d / "metrics.csv"))]
+    assert strip(tmp_path / "whole") == strip(cut) and len(strip(cut)) == 7
+    again = run_cli("--resume", str(cut))
+    assert again.returncode == 0 and "nothing left to do" in again.stdout
+
+
+def test_ctrl_c_in_evaluation_keeps_the_finished_attacks_marked_partial(pendulum_run, tmp_path):
+    out, _ = pendulum_run
+    proc = start_cli("--eval", str(out / "checkpoint.pt"), "--attacks", "none,optimal", "--eps", "0.3",
+                     "--episodes", "2", "--out", str(tmp_path))
+    record = tmp_path / "eval-none+optimal-eps0.3-2ep.json"
+    try:
+        wait_for(record.exists, proc)
+        time.sleep(1.0)   # the attacker is training
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    kept = json.loads(record.read_text())
+    assert kept["partial"] and list(kept["returns"]) == ["none"]
+
+
+# --- small pieces the derivations rely on ---------------------------------------------------------
+
+def test_normalizer_merge_equals_the_moments_of_all_data():
+    rng = np.random.default_rng(0)
+    chunks = [rng.normal(3.0, 2.0, size=(n, 5)) for n in (7, 1, 30, 12)]
+    norm = barpo.ObsNormalizer(5)
+    for chunk in chunks:
+        norm.update(chunk)
+    everything = np.concatenate(chunks)   # the 1e-4 prior count barely moves them
+    assert np.allclose(norm.mean, everything.mean(0), atol=1e-4)
+    assert np.allclose(norm.var, everything.var(0), atol=1e-4)
+
+
+def test_pgd_steps_add_up_to_twice_eps():
+    # an objective that falls along -1 in every coordinate: from any start, the steps carry o_hat
+    # across the whole ball (2 eps) to the corner obs - eps
+    obs, eps = torch.zeros(64, 3), 0.3
+    for steps in (1, 3, 10):
+        sizes = [4 * eps * (steps - i) / (steps * (steps + 1)) for i in range(steps)]
+        assert math.isclose(sum(sizes), 2 * eps)
+        o_hat = barpo.pgd_attack(obs, lambda o: o.sum(-1), eps, steps)
+        assert torch.allclose(o_hat, torch.full((64, 3), -eps))
+
+
+def test_time_limit_cut_bootstraps_from_the_critic():
+    """A time-limit cut adds gamma * V(final observation) to its reward, and nothing else does:
+    two rollouts that differ only in the critic's constant output V differ by gamma * V there."""
+    rewards = []
+    for value in (0.0, 5.0):
+        cfg = barpo.Config(env="Hopper-v4", eps=0.075, steps_per_iteration=8, num_envs=1)
+        envs = barpo.make_envs(cfg.env, 1)
+        barpo.time_limit(envs.envs[0])._max_episode_steps = 3   # cut every episode after 3 steps
+        torch.manual_seed(0)
+        agent = barpo.Agent(11, 3)
+        with torch.no_grad():
+            agent.critic[4].weight.zero_()
+            agent.critic[4].bias.fill_(value)   # V = value everywhere
+        rollout = barpo.Rollout(envs, agent, barpo.ObsNormalizer(11), cfg)
+        rollout.collect()
+        envs.close()
+        assert rollout.dones[:, 0].tolist() == [0, 0, 1, 0, 0, 1, 0, 0]
+        rewards.append(rollout.rewards[:, 0])
+    difference = rewards[1] - rewards[0]
+    assert torch.allclose(difference, torch.tensor([0, 0, 0.99 * 5, 0, 0, 0.99 * 5, 0, 0]), atol=1e-5)
 
 
 # --- bad input: one line, exit 2, no traceback ---------------------------------------------
+
+BAD_INPUTS = {
+    "unknown task": (["--env", "NoSuchTask-v0"], "unknown task"),
+    "discrete actions": (["--env", "CartPole-v1"], "discrete action space"),
+    "non-Box observations": (["--env", "FrozenLake-v1"], "observation space"),
+    "negative eps": (["--eps", "-0.1"], "--eps"),
+    "no default eps": (["--env", "InvertedPendulum-v4"], "give one with --eps"),
+    "kappa above 1": (["--kappa", "1.5"], "outside [0, 1]"),
+    "kappa below 0": (["--kappa", "-0.1"], "outside [0, 1]"),
+    "kappa for arpo": (["--algo", "arpo", "--kappa", "0.5"], "--kappa"),
+    "ramp for spo": (["--algo", "spo", "--kappa-ramp", "0.5"], "--kappa-ramp"),
+    "kappa and ramp": (["--kappa", "0.5", "--kappa-ramp", "0.5"], "not both"),
+    "too few steps": (["--total-steps", "1000"], "less than one iteration"),
+    "negative guidance": (["--spo-guidance", "-1"], "--spo-guidance"),
+    "unknown attack": (["--attacks", "none,fgsm"], "unknown attack"),
+    "envs not dividing": (["--num-envs", "3"], "--num-envs 3"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_refused_in_its_own_words(case):
+    args, expected = BAD_INPUTS[case]
+    with pytest.raises(barpo.UsageError, match=re.escape(expected)):
+        barpo.config_from_args(barpo.parse_args(args))
+
+
+def test_bad_input_fails_with_one_line_and_status_2(tmp_path):
+    proc = run_cli("--env", "CartPole-v1", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("barpo.py: error: CartPole-v1 has a discrete action space")
+    assert not (tmp_path / "out").exists()
+
 
 @pytest.fixture(scope="module")
 def bad_checkpoints(pendulum_run, tmp_path_factory):
@@ -390,47 +593,23 @@ def bad_checkpoints(pendulum_run, tmp_path_factory):
     return out / "checkpoint.pt", folder
 
 
-BAD_INPUTS = {
-    "unknown task": (["--env", "NoSuchTask-v0"], "unknown task"),
-    "discrete actions": (["--env", "CartPole-v1", "--eps", "0.1"], "action space"),
-    "non-Box observations": (["--env", "FrozenLake-v1", "--eps", "0.1"], "observation space"),
-    "negative eps": (["--eps", "-0.1"], "--eps"),
-    "no default eps": (["--env", "InvertedPendulum-v4"], "no default eps"),
-    "kappa above 1": (["--kappa", "1.5"], "outside [0, 1]"),
-    "kappa below 0": (["--kappa", "-0.1"], "outside [0, 1]"),
-    "kappa for arpo": (["--algo", "arpo", "--kappa", "0.5"], "--kappa"),
-    "ramp for spo": (["--algo", "spo", "--kappa-ramp", "0.5"], "--kappa-ramp"),
-    "kappa and ramp": (["--kappa", "0.5", "--kappa-ramp", "0.5"], "not both"),
-    "too few steps": (["--total-steps", "1000"], "less than one iteration"),
-    "negative guidance": (["--spo-guidance", "-1"], "--spo-guidance"),
-    "unknown attack": (["--attacks", "none,fgsm"], "unknown attack"),
-    "missing checkpoint": (["--eval", "/nonexistent/checkpoint.pt"], "not found"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_fails_with_one_line(case, tmp_path):
-    args, expected = BAD_INPUTS[case]
-    proc = run_cli(*args, "--out", str(tmp_path / "out"))
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in proc.stderr, proc.stderr
-
-
-@pytest.mark.parametrize("case", ["broken", "truncated", "other task", "wrong size", "init other task"])
-def test_bad_checkpoint_fails_with_one_line(case, bad_checkpoints):
+@pytest.mark.parametrize("case", ["broken", "truncated", "readme", "missing", "other task",
+                                  "wrong size", "init other task", "training flag with eval"])
+def test_bad_checkpoint_is_refused_in_one_line(case, bad_checkpoints):
     good, folder = bad_checkpoints
     args, expected = {
-        "broken": (["--eval", str(folder / "broken.pt")], "cannot read checkpoint"),
-        "truncated": (["--eval", str(folder / "truncated.pt")], "cannot read checkpoint"),
-        "other task": (["--eval", str(good), "--env", "Hopper-v4"], "is for InvertedPendulum-v4"),
+        "broken": (["--eval", str(folder / "broken.pt")], "is not a checkpoint that barpo.py wrote"),
+        "truncated": (["--eval", str(folder / "truncated.pt")], "is not a checkpoint that barpo.py wrote"),
+        "readme": (["--eval", str(HERE / "README.md")], "README.md is not a checkpoint that barpo.py wrote"),
+        "missing": (["--eval", "/nonexistent/checkpoint.pt"], "/nonexistent/checkpoint.pt does not exist"),
+        "other task": (["--eval", str(good), "--env", "Hopper-v4"], "is an agent for InvertedPendulum-v4"),
         "wrong size": (["--eval", str(folder / "wrong_size.pt")], "observation/action size"),
-        "init other task": (["--init", str(good), "--env", "Hopper-v4"], "is for InvertedPendulum-v4"),
+        "init other task": (["--init", str(good), "--env", "Hopper-v4"], "is an agent for InvertedPendulum-v4"),
+        "training flag with eval": (["--eval", str(good), "--algo", "arpo"], "--algo set training"),
     }[case]
-    proc = run_cli(*args, "--out", str(folder / "out"))
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    with pytest.raises(barpo.UsageError, match=re.escape(expected)) as error:
+        barpo.main([*args, "--out", str(folder / "out")])
+    assert "\n" not in str(error.value)
     assert good.exists()
 
 
@@ -439,6 +618,7 @@ def test_bad_checkpoint_fails_with_one_line(case, bad_checkpoints):
 SHIPPED = sorted(p.parent.relative_to(HERE) for p in HERE.glob("results/**/eval.json"))
 
 
+@pytest.mark.shipped
 @pytest.mark.parametrize("run", SHIPPED, ids=str)
 def test_shipped_checkpoint_reproduces_its_natural_return(run):
     # The README's numbers come from these eval.json files: each checkpoint must still give its
@@ -446,15 +626,13 @@ def test_shipped_checkpoint_reproduces_its_natural_return(run):
     # it the return repeats exactly; another CPU's float rounding may send chaotic episodes
     # elsewhere (full/HalfCheetah-v4/arpo/seed0: std 65 where it was made, 854 on another CPU).
     shipped = json.loads((HERE / run / "eval.json").read_text())
-    agent, norm, state = barpo.load_checkpoint(HERE / run / "checkpoint.pt", CPU, shipped["env"])
+    agent, norm, state = barpo.load_checkpoint(HERE / run / "checkpoint.pt", shipped["env"])
     assert (state["config"]["algo"], state["config"]["seed"]) == (shipped["algo"], shipped["seed"])
-    # the evaluation path of --eval itself, natural return only: same episode seeds as eval.json
-    table, _ = barpo.attack_suite(agent, norm, shipped["env"], shipped["eps"], ["none"],
-                                  shipped["episodes"], shipped["seed"], CPU, log=lambda *a: None)
-    recorded, now = shipped["returns"]["none"], table["none"]
+    now = barpo.evaluate(agent, norm, shipped["env"], episodes=shipped["episodes"], seed=shipped["seed"])
+    recorded = shipped["returns"]["none"]
     # two samples of the same 50 episodes: 3 standard errors of the difference of their means
-    noise = 3 * math.hypot(recorded["std"], now["std"]) / math.sqrt(shipped["episodes"])
-    assert abs(now["mean"] - recorded["mean"]) <= noise + 1
+    noise = 3 * math.hypot(recorded["std"], now.std()) / math.sqrt(shipped["episodes"])
+    assert abs(now.mean() - recorded["mean"]) <= noise + 1
 
 
 # --- the notebook ----------------------------------------------------------------------------
