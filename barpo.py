@@ -132,9 +132,9 @@ class InputError(ValueError):
 
 def one_thread(fn):
     """Run fn with one torch thread. The networks are tiny: a second thread costs more than it
-    gives, and on a busy machine several threads fighting over the cores made an evaluation
-    60 times slower. Every entry point of the library does this, so a notebook is as fast as the
-    command line."""
+    gives, and where other processes share the cores, threads that wait on each other can make a
+    call many times slower. Every entry point of the library does this, so a notebook is as fast
+    as the command line."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         before = torch.get_num_threads()
@@ -173,8 +173,8 @@ def make_envs(env_id, num_envs, vectorization="sync"):
         problem = (f"{env_id} has observation space {obs_space}; the attacks need a 1-D Box "
                    f"(a vector of numbers)")
     elif not isinstance(act_space, gym.spaces.Box):
-        problem = (f"{env_id} has a discrete action space ({act_space}); these methods need a "
-                   f"Box (continuous) one")
+        problem = (f"{env_id} has action space {act_space}; these methods need a Box "
+                   f"(continuous actions)")
     if problem:
         envs.close()
         raise InputError(problem)
@@ -185,12 +185,12 @@ def env_state(envs):
     """What a sync vector env of MuJoCo tasks needs to go on exactly where it is (for resuming):
     each simulation's integration state, its time-limit counter and its random generator. None
     for other envs (async ones, other simulators): a resumed run starts new episodes there."""
-    import mujoco
     states = []
     for env in getattr(envs, "envs", [None]):
         sim = getattr(env, "unwrapped", None)
         if not hasattr(sim, "data"):
             return None
+        import mujoco  # here, not at the top: other simulators' tasks run without it
         spec = mujoco.mjtState.mjSTATE_INTEGRATION
         state = np.empty(mujoco.mj_stateSize(sim.model, spec))
         mujoco.mj_getState(sim.model, sim.data, state, spec)
@@ -319,7 +319,8 @@ class Rollout:
 
     def state(self):
         """Where the rollout stands between iterations, for a checkpoint to resume from."""
-        return {"raw_obs": torch.as_tensor(self.raw_obs), "episode_return": torch.as_tensor(self.episode_return),
+        return {"raw_obs": torch.as_tensor(self.raw_obs),
+                "episode_return": torch.as_tensor(self.episode_return),
                 "finished": [float(x) for x in self.finished],
                 "reward_stats": self.reward_scaler.stats.state(),
                 "reward_ret": torch.as_tensor(self.reward_scaler.ret)}
@@ -532,6 +533,13 @@ def realized_attack_kl(agent, obs, o_hat):
         return gaussian_kl(agent.mu(obs), agent.mu(o_hat), agent.log_std).mean()
 
 
+def lower_level(agent, mb, adv, kappa, eps, cfg):
+    """o_hat_t(kappa) for every sample of a minibatch: PGD on the adversary's objective against
+    the current theta, with the minibatch's normalized advantages adv."""
+    adversary = adversary_objective(agent, mb.obs, mb.actions, mb.old_logp, adv, cfg.clip, kappa)
+    return pgd_attack(mb.obs, adversary, eps, cfg.pgd_steps)
+
+
 def minibatch_loss(agent, mb, kappa, eps, cfg, robust):
     """The loss of one minibatch, and (objective, value loss, attack KL) for the metrics.
 
@@ -544,8 +552,7 @@ def minibatch_loss(agent, mb, kappa, eps, cfg, robust):
     """
     adv = normalized(mb.advantages)
     if robust:
-        adversary = adversary_objective(agent, mb.obs, mb.actions, mb.old_logp, adv, cfg.clip, kappa)
-        o_hat = pgd_attack(mb.obs, adversary, eps, cfg.pgd_steps)
+        o_hat = lower_level(agent, mb, adv, kappa, eps, cfg)
         attack_kl = realized_attack_kl(agent, mb.obs, o_hat)
     else:
         o_hat, attack_kl = mb.obs, torch.zeros((), device=mb.obs.device)
@@ -863,23 +870,66 @@ def evaluate(agent, obs_norm, env_id, attack=None, episodes=50, seed=0):
     frozen. Episode i starts from reset(seed=seed + EVAL_SEED_OFFSET + i), so every attack faces
     the same episodes, and seed = the run's seed gives the command line's numbers; torch is seeded
     too, so that random noise and PGD's random starts repeat."""
+    envs = make_envs(env_id, episodes)
+    try:
+        return run_episodes(agent, obs_norm, envs, env_id, attack, seed)
+    finally:
+        envs.close()
+
+
+@one_thread
+def film(agent, obs_norm, env_id, attack=None, seed=0, every=40, frames=6, size=240, camera="track"):
+    """One evaluation episode (the first of `evaluate`'s) rendered offscreen: returns a frame every
+    `every` steps (at most `frames`, as (step, rgb array)), the episode's return and its length.
+    The MuJoCo tasks' "track" camera follows the body. Needs a renderer: MUJOCO_GL=egl or osmesa
+    without a screen."""
+    envs = gym.make_vec(env_id, num_envs=1, vectorization_mode="sync",
+                        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+                        render_mode="rgb_array", width=size, height=size, camera_name=camera)
+    shots, steps = [], [0]
+
+    def shoot(envs):
+        if steps[0] % every == 0 and len(shots) < frames:
+            shots.append((steps[0], envs.render()[0]))
+        steps[0] += 1
+
+    try:
+        total = run_episodes(agent, obs_norm, envs, env_id, attack, seed, on_step=shoot)[0]
+    finally:
+        envs.close()
+    return shots, total, steps[0]
+
+
+def run_episodes(agent, obs_norm, envs, env_id, attack, seed, on_step=None):
     device = next(agent.parameters()).device
+    check_sizes(agent, envs, env_id)
     attack = attack or (lambda obs: obs)
     torch.manual_seed(seed + EVAL_SEED_OFFSET)
-    envs = make_envs(env_id, episodes)
-    check_sizes(agent, envs, env_id)
     low, high = envs.single_action_space.low, envs.single_action_space.high
     raw, _ = envs.reset(seed=seed + EVAL_SEED_OFFSET)
-    returns, alive = np.zeros(episodes), np.ones(episodes, dtype=bool)
+    returns, alive = np.zeros(envs.num_envs), np.ones(envs.num_envs, dtype=bool)
     while alive.any():
+        if on_step:
+            on_step(envs)
         obs = torch.as_tensor(obs_norm(raw), dtype=torch.float32, device=device)
         with torch.no_grad():
             action = agent.mu(attack(obs)).cpu().numpy()
         raw, reward, term, trunc, _ = envs.step(np.clip(action, low, high))
         returns += reward * alive
         alive &= ~(term | trunc)
-    envs.close()
     return returns
+
+
+def interpolate(a, b, alpha):
+    """The agent on the straight line between two agents (agent, obs_norm) of one task:
+    theta(alpha) = (1 - alpha) theta_a + alpha theta_b, the normalizer's statistics likewise."""
+    (agent_a, norm_a), (agent_b, norm_b) = a, b
+    agent = copy.deepcopy(agent_a)
+    theta_a, theta_b = agent_a.state_dict(), agent_b.state_dict()
+    agent.load_state_dict({k: (1 - alpha) * theta_a[k] + alpha * theta_b[k] for k in theta_a})
+    state_a, state_b = norm_a.state(), norm_b.state()
+    norm = ObsNormalizer.from_state({k: (1 - alpha) * state_a[k] + alpha * state_b[k] for k in state_a})
+    return agent, norm
 
 
 def check_sizes(agent, envs, env_id):

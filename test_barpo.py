@@ -334,7 +334,7 @@ def test_library_errors_say_what_is_wrong(pendulum_run):
         barpo.evaluate(agent, norm, "Hopper-v4", episodes=1)
     with pytest.raises(barpo.InputError, match="an agent for InvertedPendulum-v4, not for Hopper-v4"):
         barpo.load_checkpoint(out / "checkpoint.pt", "Hopper-v4")
-    with pytest.raises(barpo.InputError, match="discrete action space"):
+    with pytest.raises(barpo.InputError, match=re.escape("CartPole-v1 has action space Discrete(2)")):
         barpo.make_envs("CartPole-v1", 1)
 
 
@@ -548,7 +548,7 @@ def test_time_limit_cut_bootstraps_from_the_critic():
 
 BAD_INPUTS = {
     "unknown task": (["--env", "NoSuchTask-v0"], "unknown task"),
-    "discrete actions": (["--env", "CartPole-v1"], "discrete action space"),
+    "discrete actions": (["--env", "CartPole-v1"], "has action space Discrete(2)"),
     "non-Box observations": (["--env", "FrozenLake-v1"], "observation space"),
     "negative eps": (["--eps", "-0.1"], "--eps"),
     "no default eps": (["--env", "InvertedPendulum-v4"], "give one with --eps"),
@@ -576,7 +576,7 @@ def test_bad_input_fails_with_one_line_and_status_2(tmp_path):
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("barpo.py: error: CartPole-v1 has a discrete action space")
+    assert lines[0].startswith("barpo.py: error: CartPole-v1 has action space Discrete(2)")
     assert not (tmp_path / "out").exists()
 
 
@@ -633,6 +633,30 @@ def test_shipped_checkpoint_reproduces_its_natural_return(run):
     # two samples of the same 50 episodes: 3 standard errors of the difference of their means
     noise = 3 * math.hypot(recorded["std"], now.std()) / math.sqrt(shipped["episodes"])
     assert abs(now.mean() - recorded["mean"]) <= noise + 1
+
+
+def test_summarize_regenerates_the_committed_tables_and_figure(tmp_path):
+    sys.path.insert(0, str(HERE / "results"))
+    import summarize
+    runs = summarize.load_runs()
+    zero = json.loads((HERE / "results" / "zero_action.json").read_text())
+    assert summarize.tables(runs, zero) == (HERE / "results" / "TABLES.md").read_text()
+    summarize.figure(runs, tmp_path / "overview.png")
+    assert (tmp_path / "overview.png").read_bytes() == (HERE / "results" / "overview.png").read_bytes()
+    assert summarize.readme_table(runs) in (HERE / "README.md").read_text()
+
+
+def test_every_shipped_run_has_a_generated_command():
+    sys.path.insert(0, str(HERE / "results"))
+    import summarize
+    lines = summarize.commands()
+    assert len(lines) == len(SHIPPED) and len(set(lines)) == len(lines)
+    for run in SHIPPED:
+        config = torch.load(HERE / run / "checkpoint.pt", weights_only=True)["config"]
+        line = next(line for line in lines if line.endswith(f"--out {run}"))
+        args = barpo.parse_args(line.split()[2:])
+        assert (args.env, args.algo, args.seed) == (config["env"], config["algo"], config["seed"])
+        assert args.total_steps // 2048 * 2048 == torch.load(HERE / run / "checkpoint.pt", weights_only=True)["env_steps"]
 
 
 # --- the notebook ----------------------------------------------------------------------------

@@ -1,39 +1,72 @@
-"""Print the README's result tables from the eval.json files under results/ (standard library only).
+"""The tables and the figure of the shipped results, made from the run folders alone.
 
-    python results/summarize.py            # markdown tables, as pasted into README.md
+    python results/summarize.py             # writes TABLES.md and overview.png here, prints the README's table
+    python results/summarize.py commands    # the command of every run, one per line: the sweep
 
-Layout: results/<group>/<task>/<variant>/seed<k>/eval.json, where <group> names the budget or the
-experiment (full = the published ~2M steps, short = 500k steps, ablation = BARPO candidates) and
-<variant> is the algorithm (BARPO named by its schedule: barpo-ramp, barpo-kappa0.02) or the
-ablation candidate. The notebook imports load_runs() to plot the same numbers.
+Layout: results/<budget>/<task>/<variant>/seed<k>/, budget `short` (500k steps) or `full` (the
+published budget, 1,998,848 steps), variant `spo`, `arpo` or `barpo-<schedule>` (kappa0.02,
+kappa0.1, kappa0.5, ramp, ramp-g0.3). Every folder holds checkpoint.pt, metrics.csv and eval.json,
+the evaluation made at the end of training (random, critic, MAD and an SA-RL attacker trained for
+200k steps). full/ folders also hold the six-attack re-evaluation,
+eval-none+random+critic+mad+rs+optimal+paad-eps<eps>-50ep.json, whose learned attackers trained
+for 1M steps or more (their curves beside it); where it exists, it gives the worst case. The
+notebook imports load_runs() to plot the same numbers.
 """
 
 import csv
 import json
 import statistics
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-ATTACKS = ("random", "critic", "mad", "optimal")
-TASK_ORDER = ("Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4")
+TASKS = ("Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4")
+METHODS = ("spo", "arpo", "barpo-kappa0.02")       # the three methods; barpo-kappa0.02 is the default
+SUITE = ("random", "critic", "mad", "rs", "optimal", "paad")
+COLORS = {"spo": "tab:blue", "arpo": "tab:orange", "barpo-kappa0.02": "tab:green"}
+LABELS = {"spo": "SPO", "arpo": "ARPO", "barpo-kappa0.02": "BARPO (kappa 0.02)"}
+
+
+def suite_record(folder):
+    """The six-attack re-evaluation of a run, if it has one."""
+    for path in sorted(folder.glob("eval-*.json")):
+        record = json.loads(path.read_text())
+        if not record.get("partial") and set(SUITE) <= set(record["returns"]):
+            return record
+    return None
 
 
 def load_runs(root=ROOT):
-    """One dict per run: group, task, variant, seed, steps, natural, worst, worst attack, the
-    per-attack means, and the mean realized attack KL of the last 10% of training iterations."""
+    """One dict per run: budget, task, variant, seed, steps, eps, natural, worst, worst_attack,
+    returns (attack -> mean), older (the end-of-training evaluation: its attacks and worst case),
+    seconds (attack -> seconds, six-attack runs), final_kl (mean realized attack KL of the last
+    10% of iterations) and folder."""
     runs = []
     for path in sorted(Path(root).glob("*/*/*/seed*/eval.json")):
-        group, task, variant, seed = path.parent.relative_to(root).parts
-        result = json.loads(path.read_text())
-        means = {name: r["mean"] for name, r in result["returns"].items()}
+        budget, task, variant, _ = path.parent.relative_to(root).parts
+        older = json.loads(path.read_text())
+        record = suite_record(path.parent) or older
+        returns = {name: r["mean"] for name, r in record["returns"].items()}
         rows = list(csv.DictReader(open(path.parent / "metrics.csv")))
         last = rows[-max(1, len(rows) // 10):]
-        runs.append({"group": group, "task": task, "variant": variant, "seed": result["seed"],
-                     "steps": result["total_steps"], "eps": result["eps"], "natural": means["none"],
-                     "worst": means[result["worst"]], "worst_attack": result["worst"],
-                     "returns": means, "command": result["command"],
-                     "final_kl": statistics.fmean(float(r["attack_kl"]) for r in last)})
-    return runs
+        runs.append({"budget": budget, "task": task, "variant": variant, "seed": record["seed"],
+                     "steps": record["total_steps"], "eps": record["eps"], "natural": returns["none"],
+                     "worst": returns[record["worst"]], "worst_attack": record["worst"],
+                     "returns": returns, "six_attacks": record is not older,
+                     "older": {"optimal_200k": older["returns"].get("optimal", {}).get("mean"),
+                               "worst": older["returns"][older["worst"]]["mean"],
+                               "worst_attack": older["worst"]},
+                     "seconds": {n: r["seconds"] for n, r in record["returns"].items() if "seconds" in r},
+                     "attacker_steps": {n: r["settings"]["attacker_steps"] for n, r in record["returns"].items()
+                                        if "attacker_steps" in r.get("settings", {})},
+                     "final_kl": statistics.fmean(float(r["attack_kl"]) for r in last),
+                     "folder": path.parent.relative_to(root.parent)})
+    order = lambda r: (r["budget"] != "full", TASKS.index(r["task"]), variant_order(r["variant"]), r["seed"])
+    return sorted(runs, key=order)
+
+
+def variant_order(variant):
+    return (METHODS.index(variant), "") if variant in METHODS else (len(METHODS), variant)
 
 
 def spread(values):
@@ -42,74 +75,152 @@ def spread(values):
     return f"{statistics.median(values):.0f} [{min(values):.0f}, {max(values):.0f}]"
 
 
-def summary_table(runs, key="variant"):
-    lines = [f"| {key} | seeds | natural: median [min, max] | worst case: median [min, max] "
-             "| attack KL, last 10% | worst attacks |", "|---|---|---|---|---|---|"]
-    for name in dict.fromkeys(r[key] for r in runs):
-        group = [r for r in runs if r[key] == name]
-        worst_by = ", ".join(sorted(r["worst_attack"] for r in group))
-        lines.append(f"| {name} | {len(group)} | {spread([r['natural'] for r in group])} "
-                     f"| {spread([r['worst'] for r in group])} "
-                     f"| {statistics.median(r['final_kl'] for r in group):.2g} | {worst_by} |")
+def groups(runs, *keys):
+    out = {}
+    for r in runs:
+        out.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return out
+
+
+def readme_table(runs):
+    """The README's table: the three methods on the four tasks at the published budget."""
+    lines = ["| task (eps) | " + " | ".join(LABELS[m] for m in METHODS) + " |", "|---|" + "---|" * len(METHODS)]
+    for task in TASKS:
+        mine = groups([r for r in runs if r["budget"] == "full" and r["task"] == task], "variant")
+        if not mine:
+            continue
+        cells = []
+        for method in METHODS:
+            seeds = mine.get((method,), [])
+            cells.append(f"{statistics.median(r['natural'] for r in seeds):.0f} / "
+                         f"{statistics.median(r['worst'] for r in seeds):.0f} ({len(seeds)})" if seeds else "-")
+        lines.append(f"| {task} ({mine[next(iter(mine))][0]['eps']}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def summary_table(runs, zero):
+    lines = ["| variant | seeds | natural: median [min, max] | worst case: median [min, max] "
+             "| attack KL, last 10% | worst attacks |", "|---|---|---|---|---|---|"]
+    for (variant,), mine in groups(runs, "variant").items():
+        lines.append(f"| {variant} | {len(mine)} | {spread([r['natural'] for r in mine])} "
+                     f"| {spread([r['worst'] for r in mine])} "
+                     f"| {statistics.median(r['final_kl'] for r in mine):.2g} "
+                     f"| {', '.join(sorted(r['worst_attack'] for r in mine))} |")
+    return "\n".join(lines) + f"\n\nThe all-zero action scores {zero:.1f} on these episodes (zero_action.json)."
 
 
 def per_seed_table(runs):
-    lines = ["| run | seed | natural | " + " | ".join(ATTACKS) + " | worst |",
-             "|---|---|---|" + "---|" * len(ATTACKS) + "---|"]
+    six = any(r["six_attacks"] for r in runs)
+    attacks = SUITE if six else ("random", "critic", "mad", "optimal")
+    older = ["SA-RL 200k (older)", "older worst"] if six else []
+    lines = ["| " + " | ".join(["run", "seed", "natural", *attacks, "worst", *older]) + " |",
+             "|---|---|---|" + "---|" * (len(attacks) + 1 + len(older))]
     for r in runs:
-        cells = " | ".join(f"{r['returns'][a]:.0f}" if a in r["returns"] else "-" for a in ATTACKS)
-        lines.append(f"| {r['task']}/{r['variant']} | {r['seed']} | {r['natural']:.0f} | {cells} "
-                     f"| {r['worst']:.0f} ({r['worst_attack']}) |")
+        cells = [f"{r['returns'][a]:.0f}" if a in r["returns"] else "-" for a in attacks]
+        if six:
+            cells += [f"{r['worst']:.0f} ({r['worst_attack']})", f"{r['older']['optimal_200k']:.0f}",
+                      f"{r['older']['worst']:.0f} ({r['older']['worst_attack']})"]
+        else:
+            cells.append(f"{r['worst']:.0f} ({r['worst_attack']})")
+        lines.append(f"| {r['task']}/{r['variant']} | {r['seed']} | {r['natural']:.0f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def overview_table(runs, zero):
-    """One row per task and method of short/: the README's results table."""
-    lines = ["| task (eps) | method | seeds | natural: median [min, max] | worst case: median [min, max] |",
-             "|---|---|---|---|---|"]
-    for task in sorted({r["task"] for r in runs if r["group"] == "short"}, key=TASK_ORDER.index):
-        chosen = task_runs(runs, "short", task)
-        lines.append(f"| {task} ({chosen[0]['eps']}) | zero action | | {round(zero[task]['mean'])} | |")
-        for variant in dict.fromkeys(r["variant"] for r in chosen):
-            mine = [r for r in chosen if r["variant"] == variant]
-            lines.append(f"| | {variant} | {len(mine)} | {spread([r['natural'] for r in mine])} "
-                         f"| {spread([r['worst'] for r in mine])} |")
+def cost_table(runs):
+    """Seconds per attack per agent, from the six-attack records."""
+    timed = [r for r in runs if r["seconds"]]
+    lines = ["| task | agents | " + " | ".join(("none",) + SUITE) + " | learned attacker steps |",
+             "|---|---|" + "---|" * (len(SUITE) + 2)]
+    for (task,), mine in groups(timed, "task").items():
+        cells = [f"{statistics.median(r['seconds'][a] for r in mine):.0f}" for a in ("none",) + SUITE]
+        steps = [s for r in mine for s in r["attacker_steps"].values()]
+        lines.append(f"| {task} | {len(mine)} | " + " | ".join(cells)
+                     + f" | {min(steps):,} to {max(steps):,} |")
     return "\n".join(lines)
 
 
-def task_runs(runs, group, task):
-    """The rows of one table.
-    full: the runs at the published budget, as they are.
-    ablation: SPO, ARPO and the ramp of short/, seeds 0-2 (what the rule compared), first, as its
-    reference, then the candidates.
-    short: on Hopper-v4 the default BARPO (kappa 0.02) of seeds 0-2 lives in ablation/kappa0.02
-    (those seeds chose it), seeds 3-4 in short/; they form one row."""
-    order = {"spo": 0, "arpo": 1, "barpo-ramp": 2, "barpo-kappa0.02": 3}
-    pick = lambda g, variants=None: sorted(
-        (r for r in runs if (r["group"], r["task"]) == (g, task)
-         and (variants is None or r["variant"] in variants)),
-        key=lambda r: (order.get(r["variant"], 4), r["variant"], r["seed"]))
-    if group == "ablation":
-        reference = [r for r in pick("short", ("spo", "arpo", "barpo-ramp")) if r["seed"] <= 2]
-        return [{**r, "variant": f"{r['variant']} (short/)"} for r in reference] + pick("ablation")
-    if group == "full":
-        return pick("full")
-    chosen = pick("short") + [{**r, "variant": "barpo-kappa0.02"}
-                              for r in pick("ablation", ("kappa0.02",))]
-    return sorted(chosen, key=lambda r: (order[r["variant"]], r["seed"]))
+def tables(runs, zero):
+    out = ["# Every shipped run\n", "Made by `python results/summarize.py` from the run folders; "
+           "medians over seeds, [min, max] in brackets. *Worst case*: the lowest mean return over "
+           "the attacks, per agent: the six-attack suite where a run has it (full/), else the "
+           "end-of-training evaluation (random, critic, MAD, SA-RL 200k).\n",
+           "## The three methods at the published budget: median natural / median worst case (seeds)\n",
+           readme_table(runs)]
+    timed = [r for r in runs if r["seconds"]]
+    if timed:
+        out += ["\n## What each attack costs: median seconds per agent (2-core CPU)\n", cost_table(timed)]
+    for (budget, task), mine in groups(runs, "budget", "task").items():
+        steps = sorted({r["steps"] for r in mine})
+        out += [f"\n## {budget} / {task} (eps {mine[0]['eps']}, {', '.join(f'{s:,}' for s in steps)} steps)\n",
+                summary_table(mine, zero[task]["mean"])]
+        seeds = set.intersection(*({r["seed"] for r in v} for v in groups(mine, "variant").values()))
+        if any(r["seed"] not in seeds for r in mine):   # compare the variants on the same seeds too
+            out += [f"\nOn the seeds every variant has ({', '.join(map(str, sorted(seeds)))}):\n",
+                    summary_table([r for r in mine if r["seed"] in seeds], zero[task]["mean"])]
+        out += ["", per_seed_table(mine)]
+    return "\n".join(out) + "\n"
+
+
+def scatter_panel(ax, runs, title):
+    """Natural against worst-case return: a dot per seed, a star per variant's median, and the
+    diagonal where no attack costs anything. Up is robust, right is strong without attack."""
+    spare = iter(["tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive"])
+    for (variant,), seeds in groups(runs, "variant").items():
+        color = COLORS.get(variant) or next(spare)
+        ax.scatter([r["natural"] for r in seeds], [r["worst"] for r in seeds], color=color, alpha=0.55, s=24)
+        ax.scatter(statistics.median(r["natural"] for r in seeds), statistics.median(r["worst"] for r in seeds),
+                   color=color, marker="*", s=260, edgecolor="black", label=LABELS.get(variant, variant))
+    values = [v for r in runs for v in (r["natural"], r["worst"])]
+    top, bottom = max(values) * 1.08, min(0.0, *values) - 0.03 * max(values)
+    ax.plot([bottom, top], [bottom, top], ":", color="gray", lw=1)
+    ax.set(title=title, xlabel="natural return", ylabel="worst-case return (lowest over the attacks)",
+           xlim=(bottom, top), ylim=(bottom, top))
+
+
+def figure(runs, path):
+    """The README's figure: the three methods at the published budget, one panel per task."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    full = [r for r in runs if r["budget"] == "full" and r["variant"] in METHODS]
+    tasks = [t for t in TASKS if any(r["task"] == t for r in full)]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 4.0), constrained_layout=True)
+    for ax, task in zip(axes, tasks):
+        mine = [r for r in full if r["task"] == task]
+        scatter_panel(ax, mine, f"{task}, eps {mine[0]['eps']}")
+        if ax is not axes[0]:
+            ax.set_ylabel("")
+    axes[0].legend(loc="upper left", fontsize=8, title="star: median; dot: a seed", title_fontsize=8)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+def commands(root=ROOT):
+    """One line per shipped run: the command that trains it into its folder and then evaluates
+    it with today's attack suite (into eval.json)."""
+    lines = []
+    for folder in sorted(Path(root).glob("*/*/*/seed*")):
+        budget, task, variant, seed = folder.relative_to(root).parts
+        flags = {"spo": "--algo spo", "arpo": "--algo arpo"}.get(variant) or barpo_flags(variant)
+        steps = " --total-steps 500000" if budget == "short" else ""
+        lines.append(f"python barpo.py --env {task} {flags}{steps} --seed {seed[4:]} "
+                     f"--out {folder.relative_to(root.parent)}")
+    return lines
+
+
+def barpo_flags(variant):
+    """barpo-kappa0.1 -> --kappa 0.1; barpo-ramp -> --kappa-ramp 0.5; -g0.3 adds --spo-guidance 0.3."""
+    name, _, guidance = variant.removeprefix("barpo-").partition("-g")
+    flags = "--algo barpo " + ("--kappa-ramp 0.5" if name == "ramp" else f"--kappa {name.removeprefix('kappa')}")
+    return flags + (f" --spo-guidance {guidance}" if guidance else "")
 
 
 if __name__ == "__main__":
-    runs = load_runs()
-    zero = json.loads((ROOT / "zero_action.json").read_text())
-    print("### short: every task, median over seeds\n")
-    print(overview_table(runs, zero))
-    for group in ("full", "ablation", "short"):
-        for task in dict.fromkeys(r["task"] for r in runs if r["group"] == group):
-            chosen = task_runs(runs, group, task)
-            steps = sorted({r["steps"] for r in chosen})
-            print(f"\n### {group} / {task} (eps {chosen[0]['eps']}, {', '.join(f'{s:,}' for s in steps)} steps)\n")
-            print(summary_table(chosen))
-            print(f"\nThe all-zero action scores {zero[task]['mean']:.1f} here (zero_action.json).\n")
-            print(per_seed_table(chosen))
+    if sys.argv[1:] == ["commands"]:
+        print("\n".join(commands()))
+    else:
+        runs = load_runs()
+        zero = json.loads((ROOT / "zero_action.json").read_text())
+        (ROOT / "TABLES.md").write_text(tables(runs, zero))
+        figure(runs, ROOT / "overview.png")
+        print(readme_table(runs))
