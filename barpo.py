@@ -100,7 +100,7 @@ class Config:
     seed: int = 0
     eps: float = 0.075                   # radius of the ball; the CLI takes TASK_EPS by default
     kappa_schedule: str = "constant"     # BARPO's strength: constant | ramp
-    kappa: float = 0.02                  # the constant (chosen by the Hopper-v4 ablation, README)
+    kappa: float = 0.02                  # the constant, chosen by measurement (README)
     kappa_ramp: float = 0.5              # ramp: kappa goes 0 -> 1 over this fraction of training
     spo_guidance: float = 0.0            # weight g of the clean surrogate in ARPO/BARPO
     num_envs: int = 8

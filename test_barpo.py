@@ -134,7 +134,7 @@ def test_kappa_sets_strength():
         objective = barpo.adversary_objective(agent, obs, actions, old_logp, adv, 0.2, kappa)
         o_hat = barpo.pgd_attack(obs, objective, 0.3, 20)
         with torch.no_grad():
-            kls.append(barpo.gaussian_kl(agent.mu(obs), agent.mu(o_hat), agent.log_std).mean().item())
+            kls.append(barpo.realized_attack_kl(agent, obs, o_hat).item())
             logp = agent.policy(o_hat).log_prob(actions).sum(-1)
             surrogates.append(barpo.surrogate(logp, old_logp, adv, 0.2).mean().item())
     assert kls[0] > kls[1] > kls[2] and kls[2] < 0.1 * kls[0]
@@ -149,10 +149,22 @@ def test_gradient_attacks_stay_in_ball_and_do_their_job():
         assert (o_hat - obs).abs().max() <= eps + 1e-6, name
         assert torch.equal(barpo.make_attack(name, agent, 0.0, 10)(obs), obs), name
     with torch.no_grad():
-        kl = lambda o_hat: barpo.gaussian_kl(agent.mu(obs), agent.mu(o_hat), agent.log_std).mean()
+        kl = lambda o_hat: barpo.realized_attack_kl(agent, obs, o_hat)
         assert kl(barpo.make_attack("mad", agent, eps, 10)(obs)) > 2 * kl(barpo.make_attack("random", agent, eps, 10)(obs))
         critic_hat = barpo.make_attack("critic", agent, eps, 10)(obs)
         assert (agent.value(critic_hat) < agent.value(obs)).float().mean() > 0.95
+
+
+def test_learned_attacks_perturbations_are_the_identity_at_eps_zero():
+    agent, obs, *_ = surrogate_problem(n=64)
+    u, d = torch.rand(64, 11) * 2 - 1, torch.rand(64, 3) * 2 - 1
+    assert torch.equal(barpo.sarl_perturbation(0.0)(obs, u), obs)
+    assert torch.equal(barpo.paad_perturbation(agent, 0.0, 10)(obs, d), obs)
+    q = lambda o, a: (o.sum(-1) - a.sum(-1)) ** 2
+    assert torch.equal(barpo.pgd_attack(obs, barpo.rs_objective(agent, q, obs), 0.0, 10), obs)
+    # and they stay in the ball at any eps, whatever the attacker's output
+    assert (barpo.sarl_perturbation(0.2)(obs, u) - obs).abs().max() <= 0.2 + 1e-6
+    assert (barpo.paad_perturbation(agent, 0.2, 10)(obs, d) - obs).abs().max() <= 0.2 + 1e-6
 
 
 def test_attack_strength_and_eps_schedules():
