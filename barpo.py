@@ -203,7 +203,8 @@ def set_env_state(envs, states):
     import mujoco
     for env, state in zip(envs.envs, states):
         sim = env.unwrapped
-        mujoco.mj_setState(sim.model, sim.data, state["sim"].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_setState(sim.model, sim.data, state["sim"].numpy(),
+                           mujoco.mjtState.mjSTATE_INTEGRATION)
         time_limit(env)._elapsed_steps = state["elapsed"]
         sim.np_random.bit_generator.state = state["rng"]
 
@@ -442,7 +443,7 @@ def input_gradient(f, x):
 
 
 def adversary_objective(agent, obs, actions, old_logp, adv, clip, kappa):
-    """BARPO's lower level: f(o_hat) = kappa * l(theta; o_hat) + (1 - kappa) * KL(pi(.|o) || pi(.|o_hat)).
+    """BARPO's lower level: f(o_hat) = kappa l(theta; o_hat) + (1 - kappa) KL(pi(.|o) || pi(.|o_hat)).
 
     kappa = 1: f = l, the strongest adversary of ARPO / CAR-PPO (it only hurts the surrogate).
     kappa -> 0: the KL term dominates and its minimizer is o_hat = o, i.e. SPO (the loop skips the
@@ -690,7 +691,8 @@ def compile_or_fallback(fn, fallback, device, log):
     called with the same arguments, serves from then on. Random numbers are drawn as eagerly."""
     import torch._inductor.config
     torch._inductor.config.fallback_random = True
-    compiled = torch.compile(fn, fullgraph=True, mode="reduce-overhead" if device.type == "cuda" else None)
+    compiled = torch.compile(fn, fullgraph=True,
+                             mode="reduce-overhead" if device.type == "cuda" else None)
     failed = []
 
     def call(*args):
@@ -953,10 +955,10 @@ def train_robust_sarsa(victim, obs_norm, env_id, data_steps, epochs, action_radi
 
     Data: the victim's own rollouts, actions a ~ pi(.|o) so that Q sees actions around mu(o).
     SARSA: Q(o, a) regresses on r / sigma_r + gamma (1 - terminated) Q'(o', a'), a' ~ pi(.|o'),
-    with Q' a copy of Q renewed every 100 minibatches. Robustness: the attack will ask Q about actions the
-    victim takes at perturbed observations, so Q must be smooth around the actions it saw; the
-    penalty smoothness * max over |a~ - a|_inf <= action_radius of (Q(o, a~) - Q(o, a))^2, its
-    max found by PGD, removes the kinks an attack could exploit. Returns q(o, a) -> value.
+    with Q' a copy of Q renewed every 100 minibatches. Robustness: the attack will ask Q about
+    actions the victim takes at perturbed observations, so Q must be smooth around the actions it
+    saw; the penalty smoothness * max over |a~ - a|_inf <= action_radius of (Q(o, a~) - Q(o, a))^2,
+    its max found by PGD, removes the kinks an attack could exploit. Returns q(o, a) -> value.
     """
     device = next(victim.parameters()).device
     tensor = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
@@ -1068,8 +1070,8 @@ def paad_perturbation(victim, eps, pgd_steps):
     def perturb(obs, d):
         with torch.no_grad():
             mu_clean = victim.mu(obs)
-        return pgd_attack(obs, lambda o_hat: -F.cosine_similarity(victim.mu(o_hat) - mu_clean, d, dim=-1),
-                          eps, pgd_steps)
+        along_d = lambda o_hat: F.cosine_similarity(victim.mu(o_hat) - mu_clean, d, dim=-1)
+        return pgd_attack(obs, lambda o_hat: -along_d(o_hat), eps, pgd_steps)
     return perturb
 
 
@@ -1121,7 +1123,8 @@ def train_learned_attack(victim, obs_norm, env_id, kind, eps, steps=1_000_000, p
                                         device=obs.device))
         return perturb(obs, u.clamp(-1.0, 1.0))
 
-    return attack, {"attacker_steps": rows[-1]["env_steps"], "final_attacker_return": rows[-1]["episode_return"]}
+    return attack, {"attacker_steps": rows[-1]["env_steps"],
+                    "final_attacker_return": rows[-1]["episode_return"]}
 
 
 # --- the suite ------------------------------------------------------------------------------
@@ -1138,7 +1141,8 @@ def attack_suite(agent, obs_norm, env_id, eps, attacks=tuple(ATTACKS), episodes=
     table = {}
     for name in attacks:
         t0 = time.perf_counter()
-        settings = {"eps": eps, "episode_seeds": [seed + EVAL_SEED_OFFSET, seed + EVAL_SEED_OFFSET + episodes - 1]}
+        first_episode = seed + EVAL_SEED_OFFSET
+        settings = {"eps": eps, "episode_seeds": [first_episode, first_episode + episodes - 1]}
         if name in ("critic", "mad", "rs"):
             settings["pgd_steps"] = pgd_steps
         if name == "rs" and eps > 0:
@@ -1153,16 +1157,17 @@ def attack_suite(agent, obs_norm, env_id, eps, attacks=tuple(ATTACKS), episodes=
             attack, trained = train_learned_attack(
                 agent, obs_norm, env_id, name, eps, attacker_steps, pgd_steps,
                 seed + ATTACKER_SEED_OFFSET[name], curve, log)
-            settings.update(trained, min_attacker_steps=attacker_steps, seed=seed + ATTACKER_SEED_OFFSET[name],
-                            curve=Path(curve).name if curve else None)
+            settings.update(trained, min_attacker_steps=attacker_steps,
+                            seed=seed + ATTACKER_SEED_OFFSET[name], curve=curve and Path(curve).name)
             if name == "paad":
                 settings["pgd_steps"] = pgd_steps
         else:
-            attack = make_attack("none" if name in ("rs", "optimal", "paad") else name, agent, eps, pgd_steps)
+            attack = make_attack(name if eps > 0 else "none", agent, eps, pgd_steps)
         returns = evaluate(agent, obs_norm, env_id, attack, episodes, seed)
         table[name] = {"mean": float(returns.mean()), "std": float(returns.std()),
                        "seconds": round(time.perf_counter() - t0, 1), "settings": settings}
-        log(f"  {name:8s} {returns.mean():9.1f} +- {returns.std():7.1f}   ({table[name]['seconds']:.1f} s)")
+        log(f"  {name:8s} {returns.mean():9.1f} +- {returns.std():7.1f}   "
+            f"({table[name]['seconds']:.1f} s)")
         if on_result:
             on_result(table)
     return table, worst_attack(table)
@@ -1200,10 +1205,12 @@ def load_checkpoint(path, env_id=None, device="cpu"):
     except Exception as e:  # torch raises many kinds for a truncated or foreign file
         raise InputError(f"{path} is not a checkpoint that barpo.py wrote ({type(e).__name__} "
                          f"while reading it)")
-    if not isinstance(state, dict) or state.get("format") not in ("barpo-checkpoint-1", CHECKPOINT_FORMAT):
+    formats = ("barpo-checkpoint-1", CHECKPOINT_FORMAT)
+    if not isinstance(state, dict) or state.get("format") not in formats:
         raise InputError(f"{path} is a torch file but not a checkpoint that barpo.py wrote")
     if state["format"] == "barpo-checkpoint-1":  # before resuming existed: no training state
-        state["obs_norm"] = {"mean": state["obs_mean"], "var": state["obs_var"], "count": state["obs_count"]}
+        state["obs_norm"] = {"mean": state["obs_mean"], "var": state["obs_var"],
+                             "count": state["obs_count"]}
     agent = Agent(state["obs_dim"], state["act_dim"]).to(device)
     agent.load_state_dict(state["agent"])
     if env_id is not None and state["config"]["env"] != env_id:
@@ -1309,7 +1316,8 @@ def parse_args(argv):
                    help="sign-gradient steps of every PGD attack, in training and evaluation "
                         "(default %(default)s)")
     p.add_argument("--num-envs", type=int, default=Config.num_envs,
-                   help=f"parallel environments; must divide {Config.steps_per_iteration} (default %(default)s)")
+                   help=f"parallel environments; must divide {Config.steps_per_iteration} "
+                        f"(default %(default)s)")
     p.add_argument("--vector-env", default="sync", choices=["sync", "async"],
                    help="sync (default): step the environments one after the other; async: each "
                         "in its own process, faster only with more free cores than environments")
@@ -1366,16 +1374,20 @@ def config_from_args(args):
                  vector_env=args.vector_env, device=args.device, compile=args.compile,
                  checkpoint_every=args.checkpoint_every)
     check_eps(cfg.eps)
-    checks = [(0.0 <= cfg.kappa <= 1.0, f"--kappa {cfg.kappa} is outside [0, 1]; give a strength in [0, 1]"),
-              (0.0 < cfg.kappa_ramp <= 1.0, f"--kappa-ramp {cfg.kappa_ramp} must be a fraction in (0, 1]"),
-              (cfg.spo_guidance >= 0, f"--spo-guidance {cfg.spo_guidance} is negative; give a weight >= 0"),
+    checks = [(0.0 <= cfg.kappa <= 1.0,
+               f"--kappa {cfg.kappa} is outside [0, 1]; give a strength in [0, 1]"),
+              (0.0 < cfg.kappa_ramp <= 1.0,
+               f"--kappa-ramp {cfg.kappa_ramp} must be a fraction in (0, 1]"),
+              (cfg.spo_guidance >= 0,
+               f"--spo-guidance {cfg.spo_guidance} is negative; give a weight >= 0"),
               (cfg.pgd_steps >= 1, f"--pgd-steps {cfg.pgd_steps} must be at least 1"),
               (cfg.num_envs >= 1 and cfg.steps_per_iteration % cfg.num_envs == 0,
                f"--num-envs {cfg.num_envs} must divide {cfg.steps_per_iteration} (e.g. 1, 4, 8, 16)"),
               (cfg.total_steps >= cfg.steps_per_iteration,
                f"--total-steps {cfg.total_steps} is less than one iteration; give at least "
                f"{cfg.steps_per_iteration}"),
-              (cfg.checkpoint_every >= 1, f"--checkpoint-every {cfg.checkpoint_every} must be at least 1")]
+              (cfg.checkpoint_every >= 1,
+               f"--checkpoint-every {cfg.checkpoint_every} must be at least 1")]
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
@@ -1502,7 +1514,8 @@ def train_command(args):
 
 def resume_command(args):
     run_dir = Path(args.resume)
-    agent, obs_norm, state = read_checkpoint(run_dir / "checkpoint.pt", "--resume", device=pick_device(args.device))
+    agent, obs_norm, state = read_checkpoint(run_dir / "checkpoint.pt", "--resume",
+                                             device=pick_device(args.device))
     if "training" not in state:
         raise UsageError(f"{run_dir / 'checkpoint.pt'} holds an agent but no training state "
                          f"(written by an older barpo.py); evaluate it with --eval instead")

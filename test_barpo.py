@@ -23,7 +23,8 @@ import barpo
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=pytest.PytestUnknownMarkWarning)  # "shipped", below
-pytestmark = pytest.mark.filterwarnings("ignore:.*is out of date")  # v4 tasks are the literature's
+pytestmark = [pytest.mark.filterwarnings("ignore:.*is out of date"),   # v4 tasks are the literature's
+              pytest.mark.filterwarnings("ignore:.*torch.jit.script_method. is deprecated")]  # torch.compile's own
 HERE = Path(__file__).resolve().parent
 CPU = torch.device("cpu")
 torch.set_num_threads(1)  # as main() does; two threads on a busy 2-core machine crawl
