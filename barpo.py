@@ -782,9 +782,12 @@ def train(cfg, envs, agent, obs_norm, metrics_path=None, checkpoint_path=None, r
                 snapshot = training_state(cfg, agent, obs_norm, optimizer, rollout, envs, row)
                 if (k + 1) % cfg.checkpoint_every == 0 or done:
                     save_checkpoint(checkpoint_path, snapshot)
+            if k == first:   # the time left is judged without the first iteration: it compiles
+                after_first = now
             if now - last_print > 5 or done:
                 last_print = now
-                left = (now - start) / (k + 1 - first) * (cfg.iterations - k - 1)
+                per_iteration = (now - after_first) / (k - first) if k > first else now - start
+                left = per_iteration * (cfg.iterations - k - 1)
                 log(f"it {k + 1}/{cfg.iterations} | steps {row['env_steps']:,} | {row['sps']:,.0f} "
                     f"steps/s | left {left / 60:.1f} min | return {recent_return:.1f} | kappa "
                     f"{kappa:.2f} | eps {eps:.4f} | attack KL {attack_kl:.2e}")
