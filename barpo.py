@@ -788,9 +788,11 @@ def train(cfg, envs, agent, obs_norm, metrics_path=None, checkpoint_path=None, r
                 last_print = now
                 per_iteration = (now - after_first) / (k - first) if k > first else now - start
                 left = per_iteration * (cfg.iterations - k - 1)
+                bound = "<= " if stop else ""   # a stop rule may end it sooner
+                robust = (f" | kappa {kappa:.2f} | eps {eps:.4f} | attack KL {attack_kl:.2e}"
+                          if cfg.algo != "spo" else "")
                 log(f"it {k + 1}/{cfg.iterations} | steps {row['env_steps']:,} | {row['sps']:,.0f} "
-                    f"steps/s | left {left / 60:.1f} min | return {recent_return:.1f} | kappa "
-                    f"{kappa:.2f} | eps {eps:.4f} | attack KL {attack_kl:.2e}")
+                    f"steps/s | left {bound}{left / 60:.1f} min | return {recent_return:.1f}{robust}")
             if done:
                 break
     except KeyboardInterrupt:
