@@ -652,6 +652,22 @@ def test_shipped_checkpoint_reproduces_its_natural_return(run):
         assert abs(now.mean() - recorded["mean"]) <= noise + 1
 
 
+@pytest.mark.parametrize("run", [run for run in SHIPPED if run.parts[1] == "full"], ids=str)
+def test_published_budget_agent_has_its_complete_six_attack_record(run):
+    # The README's worst cases at the published budget are over all six attacks, on the episodes
+    # eval.json used, with both learned attackers trained at least 1M steps and their curves kept.
+    shipped = json.loads((HERE / run / "eval.json").read_text())
+    path = HERE / run / barpo.eval_record_name(barpo.ATTACKS, shipped["eps"], 50)
+    record = json.loads(path.read_text())
+    assert record["partial"] is False and list(record["returns"]) == list(barpo.ATTACKS)
+    assert record["episodes"] == shipped["episodes"] == 50 and record["seed"] == shipped["seed"]
+    for name in ("optimal", "paad"):
+        settings = record["returns"][name]["settings"]
+        assert settings["attacker_steps"] >= settings["min_attacker_steps"] >= 1_000_000
+        curve = list(csv.DictReader(open(HERE / run / settings["curve"])))
+        assert int(curve[-1]["env_steps"]) == settings["attacker_steps"]
+
+
 def test_summarize_regenerates_the_committed_tables_and_figure(tmp_path):
     sys.path.insert(0, str(HERE / "results"))
     import summarize
