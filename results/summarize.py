@@ -83,8 +83,7 @@ def groups(runs, *keys):
 
 
 def readme_table(runs):
-    """The README's table: the three methods on the four tasks at the published budget. A * marks
-    a worst case in which some seeds have only the end-of-training evaluation's four attacks."""
+    """The README's table: the three methods on the four tasks at the published budget."""
     lines = ["| task (eps) | " + " | ".join(LABELS[m] for m in METHODS) + " |", "|---|" + "---|" * len(METHODS)]
     for task in TASKS:
         mine = groups([r for r in runs if r["budget"] == "full" and r["task"] == task], "variant")
@@ -93,9 +92,8 @@ def readme_table(runs):
         cells = []
         for method in METHODS:
             seeds = mine.get((method,), [])
-            older = "*" if any(not r["six_attacks"] for r in seeds) else ""
             cells.append(f"{statistics.median(r['natural'] for r in seeds):.0f} / "
-                         f"{statistics.median(r['worst'] for r in seeds):.0f}{older} ({len(seeds)})"
+                         f"{statistics.median(r['worst'] for r in seeds):.0f} ({len(seeds)})"
                          if seeds else "-")
         lines.append(f"| {task} ({mine[next(iter(mine))][0]['eps']}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -119,9 +117,7 @@ def per_seed_table(runs):
     lines = ["| " + " | ".join(["run", "seed", "natural", *attacks, "worst", *older]) + " |",
              "|---|---|---|" + "---|" * (len(attacks) + 1 + len(older))]
     for r in runs:
-        # a run without the six-attack record has only the 200k-step SA-RL, in the older column
-        shown = {a: v for a, v in r["returns"].items() if r["six_attacks"] or not six or a != "optimal"}
-        cells = [f"{shown[a]:.0f}" if a in shown else "-" for a in attacks]
+        cells = [f"{r['returns'][a]:.0f}" if a in r["returns"] else "-" for a in attacks]
         if six:
             cells += [f"{r['worst']:.0f} ({r['worst_attack']})", f"{r['older']['optimal_200k']:.0f}",
                       f"{r['older']['worst']:.0f} ({r['older']['worst_attack']})"]
@@ -148,8 +144,7 @@ def tables(runs, zero):
     out = ["# Every shipped run\n", "Made by `python results/summarize.py` from the run folders; "
            "medians over seeds, [min, max] in brackets. *Worst case*: the lowest mean return over "
            "the attacks, per agent: the six-attack suite where a run has it (full/), else the "
-           "end-of-training evaluation (random, critic, MAD, SA-RL 200k; marked * in the first "
-           "table).\n",
+           "end-of-training evaluation (random, critic, MAD, SA-RL 200k).\n",
            "## The three methods at the published budget: median natural / median worst case (seeds)\n",
            readme_table(runs)]
     timed = [r for r in runs if r["seconds"]]
