@@ -949,22 +949,19 @@ def check_sizes(agent, envs, env_id):
 
 # --- robust sarsa: PGD on a learned Q of the agent --------------------------------------------
 
-# The robust sarsa attack's settings: victim steps of data, SARSA epochs, the smoothness penalty.
-ROBUST_SARSA = {"data_steps": 100_000, "epochs": 20, "action_radius": 0.05, "smoothness": 0.1}
+# The robust sarsa attack: victim steps of data (collected once), SARSA epochs per Q model, and
+# the Q models' (action_radius, smoothness) settings. SA-PPO / ATLA sweep sarsa_eps in
+# {0.02, 0.05, 0.1, 0.15, 0.2, 0.3} x sarsa_reg in {0.1, 0.3, 1, 3, 10} and keep the lowest
+# return, because one setting can leave Q too rough or too flat to guide PGD; these six take
+# every radius once and every weight at least once, at a fifth of the grid's cost.
+ROBUST_SARSA = {"data_steps": 100_000, "epochs": 20,
+                "models": [(0.02, 0.3), (0.05, 10.0), (0.1, 1.0), (0.15, 0.1), (0.2, 3.0), (0.3, 10.0)]}
 
 
-@one_thread
-def train_robust_sarsa(victim, obs_norm, env_id, data_steps, epochs, action_radius, smoothness,
-                       seed=0, log=print):
-    """Robust sarsa (Zhang et al. 2020): learn Q(o, a) of the *fixed* victim, to attack with.
-
-    Data: the victim's own rollouts, actions a ~ pi(.|o) so that Q sees actions around mu(o).
-    SARSA: Q(o, a) regresses on r / sigma_r + gamma (1 - terminated) Q'(o', a'), a' ~ pi(.|o'),
-    with Q' a copy of Q renewed every 100 minibatches. Robustness: the attack will ask Q about
-    actions the victim takes at perturbed observations, so Q must be smooth around the actions it
-    saw; the penalty smoothness * max over |a~ - a|_inf <= action_radius of (Q(o, a~) - Q(o, a))^2,
-    its max found by PGD, removes the kinks an attack could exploit. Returns q(o, a) -> value.
-    """
+def victim_transitions(victim, obs_norm, env_id, steps, seed=0):
+    """The fixed victim's own rollouts for robust sarsa, as tensors (o, a, r, terminated, o', a'):
+    actions a ~ pi(.|o), so that Q sees actions around mu(o); where an episode ended, o' is its
+    last observation."""
     device = next(victim.parameters()).device
     tensor = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
     torch.manual_seed(seed)
@@ -974,11 +971,11 @@ def train_robust_sarsa(victim, obs_norm, env_id, data_steps, epochs, action_radi
     raw, _ = envs.reset(seed=seed)
     data = {k: [] for k in ("obs", "action", "reward", "terminated", "next_obs", "next_action")}
     with torch.no_grad():
-        for _ in range(data_steps // envs.num_envs):
+        for _ in range(steps // envs.num_envs):
             obs = tensor(obs_norm(raw))
             action = victim.policy(obs).sample()
             raw, reward, term, trunc, info = envs.step(np.clip(action.cpu().numpy(), low, high))
-            next_raw = raw.copy()  # where an episode ended, o' is its last observation
+            next_raw = raw.copy()
             for i in np.flatnonzero(term | trunc):
                 next_raw[i] = info["final_obs"][i]
             next_obs = tensor(obs_norm(next_raw))
@@ -987,7 +984,22 @@ def train_robust_sarsa(victim, obs_norm, env_id, data_steps, epochs, action_radi
                                ("next_action", victim.policy(next_obs).sample())):
                 data[key].append(value)
     envs.close()
-    data = {k: torch.cat(v) for k, v in data.items()}
+    return {k: torch.cat(v) for k, v in data.items()}
+
+
+@one_thread
+def train_robust_sarsa(data, action_radius, smoothness, epochs, seed=0, log=print):
+    """Robust sarsa (Zhang et al. 2020): learn Q(o, a) of the *fixed* victim from its
+    transitions (`victim_transitions`), to attack with.
+
+    SARSA: Q(o, a) regresses on r / sigma_r + gamma (1 - terminated) Q'(o', a'), with Q' a copy of
+    Q renewed every 100 minibatches. Robustness: the attack will ask Q about actions the victim
+    takes at perturbed observations, so Q must be smooth around the actions it saw; the penalty
+    smoothness * max over |a~ - a|_inf <= action_radius of (Q(o, a~) - Q(o, a))^2, its max found
+    by PGD, removes the kinks an attack could exploit. Returns q(o, a) -> value.
+    """
+    torch.manual_seed(seed)
+    device = data["obs"].device
     reward = data["reward"] / (data["reward"].std() + 1e-8)
     q_net = mlp(data["obs"].shape[1] + data["action"].shape[1], 1, out_gain=1.0).to(device)
     q = lambda o, a: q_net(torch.cat([o, a], -1)).squeeze(-1)
@@ -1010,7 +1022,7 @@ def train_robust_sarsa(victim, obs_norm, env_id, data_steps, epochs, action_radi
             loss.backward()
             optimizer.step()
             total += loss.item() * len(idx) / n
-        log(f"  [rs] epoch {epoch + 1}/{epochs}: loss {total:.4f}")
+        log(f"  [rs {action_radius}/{smoothness}] epoch {epoch + 1}/{epochs}: loss {total:.4f}")
     q_net.requires_grad_(False)
     return q
 
@@ -1018,6 +1030,10 @@ def train_robust_sarsa(victim, obs_norm, env_id, data_steps, epochs, action_radi
 def rs_objective(victim, q, obs):
     """Robust sarsa's attack: the victim acts mu(o_hat) but Q judges it at the true o."""
     return lambda o_hat: q(obs, victim.mu(o_hat))
+
+
+def rs_attack(victim, q, obs, eps, pgd_steps):
+    return pgd_attack(obs, rs_objective(victim, q, obs), eps, pgd_steps)
 
 
 # --- learned attackers: SA-RL and PA-AD, trained by PPO --------------------------------------
@@ -1069,14 +1085,23 @@ def sarl_perturbation(eps):
 
 def paad_perturbation(victim, eps, pgd_steps):
     """PA-AD (Sun et al. 2022): the director's action d is a direction in the victim's action
-    space; the actor realizes it, finding by PGD the o_hat in B_eps(o) that moves the victim's
-    mean action most along d, i.e. maximizing cos(mu(o_hat) - mu(o), d). The director learns in the
-    action's dimension instead of the observation's (SA-RL), an easier problem on tasks like Ant."""
+    space; the actor realizes it, finding the o_hat in B_eps(o) that pushes the victim's mean
+    action along d and far: it maximizes cos(mu(o_hat) - mu(o), d) + |mu(o_hat) - mu(o)|_2, the
+    objective of PA-AD's MuJoCo code. The cosine alone is a weak actor: a tiny move exactly along
+    d already scores 1, so nothing pushes the action further. PA-AD's code takes one signed
+    gradient step of size eps from a small random start; here the same PGD as every other attack
+    realizes it, which reaches a higher value of this objective than one step (it keeps the move
+    along d as well as large). The director learns in the action's dimension instead of the
+    observation's (SA-RL), an easier problem on tasks like Ant."""
     def perturb(obs, d):
         with torch.no_grad():
             mu_clean = victim.mu(obs)
-        along_d = lambda o_hat: F.cosine_similarity(victim.mu(o_hat) - mu_clean, d, dim=-1)
-        return pgd_attack(obs, lambda o_hat: -along_d(o_hat), eps, pgd_steps)
+
+        def along_d_and_far(o_hat):
+            diff = victim.mu(o_hat) - mu_clean
+            return F.cosine_similarity(diff, d, dim=-1) + torch.linalg.vector_norm(diff, dim=-1)
+
+        return pgd_attack(obs, lambda o_hat: -along_d_and_far(o_hat), eps, pgd_steps)
     return perturb
 
 
@@ -1150,12 +1175,18 @@ def attack_suite(agent, obs_norm, env_id, eps, attacks=tuple(ATTACKS), episodes=
         settings = {"eps": eps, "episode_seeds": [first_episode, first_episode + episodes - 1]}
         if name in ("critic", "mad", "rs"):
             settings["pgd_steps"] = pgd_steps
+        candidates = None  # rs: several attacks, one per Q model, of which the lowest counts
         if name == "rs" and eps > 0:
-            log("learning Q of the agent for robust sarsa")
-            q = train_robust_sarsa(agent, obs_norm, env_id, **ROBUST_SARSA,
-                                   seed=seed + ATTACKER_SEED_OFFSET["rs"], log=log)
-            attack = lambda obs: pgd_attack(obs, rs_objective(agent, q, obs), eps, pgd_steps)
-            settings.update(ROBUST_SARSA, seed=seed + ATTACKER_SEED_OFFSET["rs"])
+            rs_seed = seed + ATTACKER_SEED_OFFSET["rs"]
+            log(f"learning {len(ROBUST_SARSA['models'])} Q models of the agent for robust sarsa")
+            data = victim_transitions(agent, obs_norm, env_id, ROBUST_SARSA["data_steps"], rs_seed)
+            candidates = []
+            for radius, smoothness in ROBUST_SARSA["models"]:
+                q = train_robust_sarsa(data, radius, smoothness, ROBUST_SARSA["epochs"], rs_seed, log)
+                attack = functools.partial(rs_attack, agent, q, eps=eps, pgd_steps=pgd_steps)
+                candidates.append((attack, {"action_radius": radius, "smoothness": smoothness}))
+            settings.update(data_steps=ROBUST_SARSA["data_steps"], epochs=ROBUST_SARSA["epochs"],
+                            seed=rs_seed)
         elif name in ("optimal", "paad") and eps > 0:
             log(f"training the {name} attacker for at least {attacker_steps:,} steps")
             curve = f"{curve_prefix}-{name}.csv" if curve_prefix else None
@@ -1165,10 +1196,17 @@ def attack_suite(agent, obs_norm, env_id, eps, attacks=tuple(ATTACKS), episodes=
             settings.update(trained, min_attacker_steps=attacker_steps,
                             seed=seed + ATTACKER_SEED_OFFSET[name], curve=curve and Path(curve).name)
             if name == "paad":
-                settings["pgd_steps"] = pgd_steps
+                settings.update(pgd_steps=pgd_steps, actor_objective="cos+norm")
         else:
             attack = make_attack(name if eps > 0 else "none", agent, eps, pgd_steps)
-        returns = evaluate(agent, obs_norm, env_id, attack, episodes, seed)
+        if candidates:
+            tried = [(evaluate(agent, obs_norm, env_id, a, episodes, seed), model)
+                     for a, model in candidates]
+            settings["models"] = [{**model, "mean": float(r.mean()), "std": float(r.std())}
+                                  for r, model in tried]
+            returns = min(tried, key=lambda t: t[0].mean())[0]
+        else:
+            returns = evaluate(agent, obs_norm, env_id, attack, episodes, seed)
         table[name] = {"mean": float(returns.mean()), "std": float(returns.std()),
                        "seconds": round(time.perf_counter() - t0, 1), "settings": settings}
         log(f"  {name:8s} {returns.mean():9.1f} +- {returns.std():7.1f}   "

@@ -370,9 +370,9 @@ def test_learned_attacks_stay_in_ball_and_beat_a_trained_agent(pendulum_run, kin
 def test_robust_sarsa_attack_stays_in_ball_and_beats_a_trained_agent(pendulum_run):
     out, _ = pendulum_run
     agent, norm, _ = barpo.load_checkpoint(out / "checkpoint.pt")
-    q = barpo.train_robust_sarsa(agent, norm, "InvertedPendulum-v4", data_steps=8192, epochs=3,
-                                 action_radius=0.05, smoothness=1.0, log=lambda s: None)
-    attack = lambda obs: barpo.pgd_attack(obs, barpo.rs_objective(agent, q, obs), 2.0, 10)
+    data = barpo.victim_transitions(agent, norm, "InvertedPendulum-v4", 8192)
+    q = barpo.train_robust_sarsa(data, action_radius=0.05, smoothness=1.0, epochs=3, log=lambda s: None)
+    attack = lambda obs: barpo.rs_attack(agent, q, obs, 2.0, 10)
     obs = torch.randn(100, 4)
     assert (attack(obs) - obs).abs().max() <= 2.0 + 1e-6
     with torch.no_grad():  # the attack lowers the learned Q, which is what it optimizes
@@ -380,6 +380,44 @@ def test_robust_sarsa_attack_stays_in_ball_and_beats_a_trained_agent(pendulum_ru
     natural = barpo.evaluate(agent, norm, "InvertedPendulum-v4", episodes=5).mean()
     attacked = barpo.evaluate(agent, norm, "InvertedPendulum-v4", attack, 5).mean()
     assert attacked < 0.2 * natural
+
+
+def test_robust_sarsa_sweeps_its_q_models_and_reports_the_lowest(pendulum_run, monkeypatch):
+    out, _ = pendulum_run
+    agent, norm, _ = barpo.load_checkpoint(out / "checkpoint.pt")
+    models = [(0.02, 0.1), (0.3, 10.0), (0.1, 1.0)]
+    monkeypatch.setitem(barpo.ROBUST_SARSA, "data_steps", 4096)
+    monkeypatch.setitem(barpo.ROBUST_SARSA, "epochs", 2)
+    monkeypatch.setitem(barpo.ROBUST_SARSA, "models", models)
+    # The pendulum falls alike under every Q model: shift each model's returns apart, so that
+    # which one is reported shows
+    real_evaluate, shifts = barpo.evaluate, iter([30.0, -20.0, 10.0])
+    monkeypatch.setattr(barpo, "evaluate", lambda *args: real_evaluate(*args) + next(shifts))
+    table, _ = barpo.attack_suite(agent, norm, "InvertedPendulum-v4", 0.4, ["rs"], 3, log=lambda s: None)
+    rs = table["rs"]
+    recorded = rs["settings"]["models"]
+    assert [(m["action_radius"], m["smoothness"]) for m in recorded] == models
+    assert rs["mean"] == min(m["mean"] for m in recorded) == recorded[1]["mean"]
+    assert recorded[0]["mean"] - recorded[1]["mean"] == pytest.approx(50.0)
+
+
+def test_paad_actor_moves_the_action_further_than_the_cosine_alone():
+    """PA-AD's actor maximizes cos(diff, d) + |diff|: on a fixed agent and batch it moves the mean
+    action further than the cosine-only objective (which a tiny move along d already maximizes),
+    and still along d."""
+    agent, obs, *_ = surrogate_problem(n=512, seed=3)
+    d = torch.nn.functional.normalize(torch.randn(512, 3), dim=-1)
+    with torch.no_grad():
+        mu_clean = agent.mu(obs)
+    cosine = lambda o_hat: -torch.nn.functional.cosine_similarity(agent.mu(o_hat) - mu_clean, d, dim=-1)
+    torch.manual_seed(0)
+    cosine_only = barpo.pgd_attack(obs, cosine, 0.3, 10)
+    torch.manual_seed(0)
+    paad = barpo.paad_perturbation(agent, 0.3, 10)(obs, d)
+    with torch.no_grad():
+        moved = lambda o_hat: agent.mu(o_hat) - mu_clean
+        assert moved(paad).norm(dim=-1).mean() > 1.5 * moved(cosine_only).norm(dim=-1).mean()
+        assert torch.nn.functional.cosine_similarity(moved(paad), d, dim=-1).mean() > 0.5
 
 
 def test_eval_cli_writes_a_documented_record_beside_and_never_replaces_one(pendulum_run):
@@ -666,6 +704,26 @@ def test_published_budget_agent_has_its_complete_six_attack_record(run):
         assert settings["attacker_steps"] >= settings["min_attacker_steps"] >= 1_000_000
         curve = list(csv.DictReader(open(HERE / run / settings["curve"])))
         assert int(curve[-1]["env_steps"]) == settings["attacker_steps"]
+
+
+# The re-evaluation with the stronger rs (a sweep of Q models) and PA-AD (cos+norm actor)
+STRONGER = sorted(p.relative_to(HERE) for p in HERE.glob("results/full/*/*/seed*/eval-none+rs+paad-*.json"))
+
+
+@pytest.mark.parametrize("path", STRONGER, ids=str)
+def test_stronger_rs_and_paad_records_hold_every_model_and_the_actor(path):
+    record = json.loads((HERE / path).read_text())
+    shipped = json.loads((HERE / path.parent / "eval.json").read_text())
+    assert record["partial"] is False and list(record["returns"]) == ["none", "rs", "paad"]
+    assert (record["episodes"], record["seed"]) == (shipped["episodes"], shipped["seed"]) == (50, shipped["seed"])
+    rs = record["returns"]["rs"]
+    models = rs["settings"]["models"]
+    assert [(m["action_radius"], m["smoothness"]) for m in models] == barpo.ROBUST_SARSA["models"]
+    assert rs["mean"] == min(m["mean"] for m in models)
+    paad = record["returns"]["paad"]["settings"]
+    assert paad["actor_objective"] == "cos+norm" and paad["attacker_steps"] >= 1_000_000
+    curve = list(csv.DictReader(open(HERE / path.parent / paad["curve"])))
+    assert int(curve[-1]["env_steps"]) == paad["attacker_steps"]
 
 
 def test_summarize_regenerates_the_committed_tables_and_figure(tmp_path):
