@@ -3,13 +3,11 @@
     "On the Tension Between Optimality and Adversarial Robustness in Policy Optimization"
     (Li et al., arXiv 2512.01228, ICLR 2026).
 
-Run it:
-    python barpo.py --env Hopper-v4                       # BARPO, ~2M steps, then the attack suite
-    python barpo.py --env Hopper-v4 --algo spo            # standard PPO
-    python barpo.py --resume runs/Hopper-v4-barpo-seed0   # continue an interrupted run
-    python barpo.py --eval runs/<run>/checkpoint.pt       # evaluate a saved agent under attack
+Run it: `python barpo.py --env Hopper-v4` trains BARPO and attacks it; `--help` says the rest.
 
-Read it top to bottom: the sections follow the order in which the algorithm runs.
+Read it top to bottom. Sections 1-7 are the method, in the order it runs, and end at a banner;
+a reader who stops there has seen all of SPO, ARPO and BARPO. What follows the banner only runs
+it: metrics and checkpoints, the compiled fast path, the evaluation attacks, the command line.
 
 Paper notion                                  Name in this file
 --------------------------------------------  -----------------------------------------------
@@ -27,10 +25,11 @@ adversary strength kappa                      `attack_strength` (the kappa sched
 KL surrogate (measured strength)              `gaussian_kl`, `realized_attack_kl`
 lower level (inner minimization)              `adversary_objective` + `pgd_attack`
 upper level (outer maximization)              `minibatch_loss`, `bilevel_update`
+one iteration of the bilevel loop             `iteration`
 SPO guidance                                  `--spo-guidance`, `Config.spo_guidance`
 FOSP (first-order stationary policy)          where the upper-level gradient vanishes; the
                                               notebook's toy shows the sticky ones
-robust return (worst case over attacks)       `attack_suite`
+robust return (worst case over attacks)       `ATTACKS`, `attack_suite`
 
 What is reconstructed. The paper's text is not available to this project; only its abstract and
 public summaries are. The KL-regularized lower level
@@ -52,11 +51,13 @@ import json
 import math
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -67,29 +68,10 @@ from gymnasium.vector.utils import batch_space
 from torch.optim.adam import adam as functional_adam
 
 
-# ============================================================================================
-# 1. Configuration
-# ============================================================================================
+# ==== 1. Configuration ======================================================================
 
 # eps of the L-infinity ball on the normalized observation, per task (SA-PPO / CAR-PPO papers).
 TASK_EPS = {"Hopper": 0.075, "Walker2d": 0.05, "HalfCheetah": 0.15, "Ant": 0.15}
-
-# The evaluation attacks (section 8), in the order they run.
-ATTACKS = {
-    "none": "no attack: the natural return",
-    "random": "uniform noise in the ball",
-    "critic": "PGD lowering the agent's own value estimate V(o_hat)",
-    "mad": "PGD maximizing KL(pi(.|o) || pi(.|o_hat)): the maximal action difference",
-    "rs": "robust sarsa: PGD lowering a separately learned Q(o, mu(o_hat)) of the agent",
-    "optimal": "SA-RL: an attacker policy trained by PPO on minus the agent's reward",
-    "paad": "PA-AD: a learned director picks a direction of the agent's action, PGD realizes it",
-}
-
-# A run of seed s evaluates on episodes reset(seed=s + EVAL_SEED_OFFSET + i), i = 0..episodes-1:
-# never a seed that training used, and the same episodes for every attack.
-EVAL_SEED_OFFSET = 10_000
-# The learned attacks of a run of seed s train with seed s + offset.
-ATTACKER_SEED_OFFSET = {"optimal": 1, "paad": 2, "rs": 3}
 
 
 @dataclasses.dataclass
@@ -103,11 +85,6 @@ class Config:
     kappa: float = 0.02                  # the constant, chosen by measurement (README)
     kappa_ramp: float = 0.5              # ramp: kappa goes 0 -> 1 over this fraction of training
     spo_guidance: float = 0.0            # weight g of the clean surrogate in ARPO/BARPO
-    num_envs: int = 8
-    vector_env: str = "sync"             # sync | async (make_envs)
-    device: str = "auto"
-    compile: str = "auto"                # on | off | auto: on for runs of COMPILE_MIN_STEPS or more
-    checkpoint_every: int = 25           # iterations between checkpoints (about 51k steps)
     # PPO, as in the SA-PPO / CAR-PPO Hopper configs
     steps_per_iteration: int = 2048
     epochs: int = 10
@@ -120,6 +97,13 @@ class Config:
     max_grad_norm: float = 0.5
     eps_ramp: float = 0.75               # fraction of training over which eps goes 0 -> eps
     pgd_steps: int = 10
+    num_envs: int = 8
+    # How the run is carried out (sections 8 on), not what it computes
+    vector_env: str = "sync"             # sync | async (make_envs)
+    device: str = "auto"
+    compile: str = "auto"                # on | off | auto: on for runs of COMPILE_MIN_STEPS or more
+    checkpoint_every: int = 25           # iterations between checkpoints (about 51k steps)
+    evaluation: dict = dataclasses.field(default_factory=dict)  # the end-of-run attacks (CLI)
 
     @property
     def iterations(self):
@@ -130,33 +114,14 @@ class InputError(ValueError):
     """Input this library cannot use (a task, a checkpoint, a setting); the message says why."""
 
 
-def one_thread(fn):
-    """Run fn with one torch thread. The networks are tiny: a second thread costs more than it
-    gives, and where other processes share the cores, threads that wait on each other can make a
-    call many times slower. Every entry point of the library does this, so a notebook is as fast
-    as the command line."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            torch.set_num_threads(before)
-    return wrapper
-
-
-# ============================================================================================
-# 2. Environments
-# ============================================================================================
+# ==== 2. Environments =======================================================================
 
 def make_envs(env_id, num_envs, vectorization="sync"):
     """A gymnasium vector env of a task with 1-D Box observations and Box actions.
 
     sync steps the environments one after the other in this process; async steps each in a
-    process of its own, which pays for its messages only with more free cores than environments
-    (README, Speed). SAME_STEP autoreset: a finished env is reset inside the same step() and its
-    last observation is in info["final_obs"], so every stored transition is a real one.
+    process of its own. SAME_STEP autoreset: a finished env is reset inside the same step() and
+    its last observation is in info["final_obs"], so every stored transition is a real one.
     """
     try:
         gym.spec(env_id)
@@ -168,51 +133,15 @@ def make_envs(env_id, num_envs, vectorization="sync"):
     except gym.error.DependencyNotInstalled as e:
         raise InputError(f"{env_id} needs a package that is not installed ({e})")
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    problem = None
     if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
-        problem = (f"{env_id} has observation space {obs_space}; the attacks need a 1-D Box "
-                   f"(a vector of numbers)")
-    elif not isinstance(act_space, gym.spaces.Box):
-        problem = (f"{env_id} has action space {act_space}; these methods need a Box "
-                   f"(continuous actions)")
-    if problem:
         envs.close()
-        raise InputError(problem)
+        raise InputError(f"{env_id} has observation space {obs_space}; the attacks need a 1-D "
+                         f"Box (a vector of numbers)")
+    if not isinstance(act_space, gym.spaces.Box):
+        envs.close()
+        raise InputError(f"{env_id} has action space {act_space}; these methods need a Box "
+                         f"(continuous actions)")
     return envs
-
-
-def env_state(envs):
-    """What a sync vector env of MuJoCo tasks needs to go on exactly where it is (for resuming):
-    each simulation's integration state, its time-limit counter and its random generator. None
-    for other envs (async ones, other simulators): a resumed run starts new episodes there."""
-    states = []
-    for env in getattr(envs, "envs", [None]):
-        sim = getattr(env, "unwrapped", None)
-        if not hasattr(sim, "data"):
-            return None
-        import mujoco  # here, not at the top: other simulators' tasks run without it
-        spec = mujoco.mjtState.mjSTATE_INTEGRATION
-        state = np.empty(mujoco.mj_stateSize(sim.model, spec))
-        mujoco.mj_getState(sim.model, sim.data, state, spec)
-        states.append({"sim": torch.as_tensor(state), "elapsed": time_limit(env)._elapsed_steps,
-                       "rng": sim.np_random.bit_generator.state})
-    return states
-
-
-def set_env_state(envs, states):
-    import mujoco
-    for env, state in zip(envs.envs, states):
-        sim = env.unwrapped
-        mujoco.mj_setState(sim.model, sim.data, state["sim"].numpy(),
-                           mujoco.mjtState.mjSTATE_INTEGRATION)
-        time_limit(env)._elapsed_steps = state["elapsed"]
-        sim.np_random.bit_generator.state = state["rng"]
-
-
-def time_limit(env):
-    while not isinstance(env, gym.wrappers.TimeLimit):
-        env = env.env
-    return env
 
 
 class ObsNormalizer:
@@ -238,17 +167,6 @@ class ObsNormalizer:
     def __call__(self, x):
         return np.clip((x - self.mean) / np.sqrt(self.var + 1e-8), -10.0, 10.0)
 
-    def state(self):
-        return {"mean": torch.as_tensor(self.mean), "var": torch.as_tensor(self.var),
-                "count": float(self.count)}
-
-    @classmethod
-    def from_state(cls, state):
-        norm = cls(len(state["mean"]))
-        norm.mean, norm.var = state["mean"].cpu().numpy(), state["var"].cpu().numpy()
-        norm.count = state["count"]
-        return norm
-
 
 class RewardScaler:
     """Divide rewards by the running std of the discounted return, then clip to [-10, 10]."""
@@ -256,16 +174,19 @@ class RewardScaler:
     def __init__(self, num_envs, gamma):
         self.stats, self.ret, self.gamma = ObsNormalizer(1), np.zeros(num_envs), gamma
 
-    def __call__(self, reward, done):
+    def __call__(self, reward, ended):
         self.ret = self.ret * self.gamma + reward
         self.stats.update(self.ret[:, None])
-        self.ret[done] = 0.0
+        self.ret[ended] = 0.0
         return np.clip(reward / np.sqrt(self.stats.var[0] + 1e-8), -10.0, 10.0)
 
 
-# ============================================================================================
-# 3. Actor and critic
-# ============================================================================================
+def to_tensor(x, device):
+    """A float32 tensor of an array (gymnasium hands out float64 numpy arrays)."""
+    return torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
+
+
+# ==== 3. Actor and critic ===================================================================
 
 def mlp(n_in, n_out, out_gain):
     """tanh 64x64 MLP with orthogonal init (gain sqrt 2 inside, out_gain at the output)."""
@@ -293,9 +214,7 @@ class Agent(nn.Module):
         return self.critic(obs).squeeze(-1)
 
 
-# ============================================================================================
-# 4. Rollout, GAE, the surrogate
-# ============================================================================================
+# ==== 4. Rollout, GAE, the surrogate ========================================================
 
 class Rollout:
     """Collects steps_per_iteration transitions on clean observations; keeps env state between
@@ -313,47 +232,31 @@ class Rollout:
         self.act_low, self.act_high = envs.single_action_space.low, envs.single_action_space.high
         self.reward_scaler = RewardScaler(n, cfg.gamma)
         self.raw_obs, _ = envs.reset(seed=cfg.seed)
-        self.episode_return, self.finished = np.zeros(n), []
-
-    def tensor(self, x):
-        return torch.as_tensor(x, dtype=torch.float32, device=self.device)
-
-    def state(self):
-        """Where the rollout stands between iterations, for a checkpoint to resume from."""
-        return {"raw_obs": torch.as_tensor(self.raw_obs),
-                "episode_return": torch.as_tensor(self.episode_return),
-                "finished": [float(x) for x in self.finished],
-                "reward_stats": self.reward_scaler.stats.state(),
-                "reward_ret": torch.as_tensor(self.reward_scaler.ret)}
-
-    def load_state(self, state):
-        self.raw_obs, self.episode_return = state["raw_obs"].numpy(), state["episode_return"].numpy()
-        self.finished = list(state["finished"])
-        self.reward_scaler.stats = ObsNormalizer.from_state(state["reward_stats"])
-        self.reward_scaler.ret = state["reward_ret"].numpy()
+        self.episode_return, self.finished = np.zeros(n), []  # finished: returns of ended episodes
 
     @torch.no_grad()
     def collect(self):
+        """One iteration's transitions; returns the advantages and the critic's targets."""
         for t in range(self.T):
             self.obs_norm.update(self.raw_obs)
-            obs = self.tensor(self.obs_norm(self.raw_obs))
+            obs = to_tensor(self.obs_norm(self.raw_obs), self.device)
             dist = self.agent.policy(obs)
             action = dist.sample()
             self.obs[t], self.actions[t], self.values[t] = obs, action, self.agent.value(obs)
             self.logp[t] = dist.log_prob(action).sum(-1)
             self.raw_obs, reward, term, trunc, info = self.envs.step(
                 np.clip(action.cpu().numpy(), self.act_low, self.act_high))
-            done = term | trunc
+            ended = term | trunc
             self.episode_return += reward
-            self.finished += list(self.episode_return[done])
-            self.episode_return[done] = 0.0
-            scaled = self.tensor(self.reward_scaler(reward, done))
+            self.finished += list(self.episode_return[ended])
+            self.episode_return[ended] = 0.0
+            scaled = to_tensor(self.reward_scaler(reward, ended), self.device)
             # A time-limit cut is not a real end: bootstrap it, r + gamma * V(s_final).
             for i in np.flatnonzero(trunc & ~term):
-                final = self.tensor(self.obs_norm(info["final_obs"][i]))
+                final = to_tensor(self.obs_norm(info["final_obs"][i]), self.device)
                 scaled[i] += self.cfg.gamma * self.agent.value(final)
-            self.rewards[t], self.dones[t] = scaled, self.tensor(done)
-        last_value = self.agent.value(self.tensor(self.obs_norm(self.raw_obs)))
+            self.rewards[t], self.dones[t] = scaled, to_tensor(ended, self.device)
+        last_value = self.agent.value(to_tensor(self.obs_norm(self.raw_obs), self.device))
         return gae(self.rewards, self.values, self.dones, last_value, self.cfg.gamma,
                    self.cfg.gae_lambda)
 
@@ -402,9 +305,7 @@ def gaussian_kl(mu_p, mu_q, log_std):
     return ((mu_p - mu_q) ** 2 / (2 * torch.exp(2 * log_std))).sum(-1)
 
 
-# ============================================================================================
-# 5. The attacker: one projected-gradient routine, many objectives
-# ============================================================================================
+# ==== 5. The adversary: the lower level, solved by projected gradient descent ===============
 
 def pgd_attack(obs, objective, eps, steps):
     """Approximately minimize objective(o_hat) (per sample) over B_eps(obs) = {|o_hat - obs|_inf <= eps}.
@@ -413,37 +314,34 @@ def pgd_attack(obs, objective, eps, steps):
     L-infinity ball the minimizer of g.d is d = -eps * sign(g) (each coordinate independently
     goes to the end of its interval). PGD takes that step in pieces, re-linearizing each time, and
     projects back; projection onto a box is a per-coordinate clamp. The pieces shrink linearly,
-    step_i = 4 eps (K - i) / (K (K + 1)) for i = 0..K-1: they add up to 2 eps, so the path can cross
-    the ball from any start, and the last ones are small, so an optimum inside the ball (BARPO at
-    small kappa, where the KL pulls o_hat back to o) is found rather than jumped around. The random
-    start avoids the zero gradient of objectives that are minimal at o_hat = o (the KL). Samples
-    are independent, so the gradient of the summed objective gives every sample its own gradient.
-    eps may be a number or a 0-d tensor; at eps = 0 the ball is the point obs and so is o_hat.
+    step_size_i = 4 eps (K - i) / (K (K + 1)) for i = 0..K-1: they add up to 2 eps, so the path
+    can cross the ball from any start, and the last ones are small, so an optimum inside the ball
+    (BARPO at small kappa, where the KL pulls o_hat back to o) is found rather than jumped around.
+    The random start avoids the zero gradient of objectives that are minimal at o_hat = o (the
+    KL). Samples are independent, so the gradient of the summed objective gives every sample its
+    own gradient. eps may be a number or a 0-d tensor; at eps = 0 the ball is the point obs.
     """
     lo, hi = obs - eps, obs + eps
     o_hat = obs + eps * (2 * torch.rand_like(obs) - 1)
     for i in range(steps):
-        step = 4 * eps * (steps - i) / (steps * (steps + 1))
+        step_size = 4 * eps * (steps - i) / (steps * (steps + 1))
         grad = input_gradient(lambda x: objective(x).sum(), o_hat)
-        o_hat = torch.min(torch.max(o_hat - step * grad.sign(), lo), hi)
+        o_hat = torch.min(torch.max(o_hat - step_size * grad.sign(), lo), hi)
     return o_hat
 
 
 def input_gradient(f, x):
-    """d f / d x for a scalar f, without touching the gradients of any parameter.
-
-    Two spellings of one derivative: torch.compile traces torch.func.grad into its graph but
-    stops at torch.autograd.grad, while eagerly autograd.grad is the faster of the two.
-    """
-    if torch.compiler.is_compiling():
+    """d f / d x for a scalar f, without touching the gradients of any parameter."""
+    if torch.compiler.is_compiling():  # the fast path's spelling of the same derivative (section 9)
         return torch.func.grad(f)(x).detach()
     with torch.enable_grad():  # evaluation attacks run under no_grad
         x = x.detach().requires_grad_(True)
         return torch.autograd.grad(f(x), x)[0]
 
 
-def adversary_objective(agent, obs, actions, old_logp, adv, clip, kappa):
-    """BARPO's lower level: f(o_hat) = kappa l(theta; o_hat) + (1 - kappa) KL(pi(.|o) || pi(.|o_hat)).
+def adversary_objective(agent, mb, adv, kappa, clip):
+    """BARPO's lower level on a minibatch mb (with its normalized advantages adv):
+    f(o_hat) = kappa l(theta; o_hat) + (1 - kappa) KL(pi(.|o) || pi(.|o_hat)).
 
     kappa = 1: f = l, the strongest adversary of ARPO / CAR-PPO (it only hurts the surrogate).
     kappa -> 0: the KL term dominates and its minimizer is o_hat = o, i.e. SPO (the loop skips the
@@ -457,31 +355,17 @@ def adversary_objective(agent, obs, actions, old_logp, adv, clip, kappa):
     policy with temperature lam (the notebook plots it; a test checks it).
     """
     with torch.no_grad():
-        mu_clean = agent.mu(obs)
+        mu_clean = agent.mu(mb.obs)
 
     def objective(o_hat):
         dist = agent.policy(o_hat)  # one forward pass serves both terms
-        return (kappa * surrogate(dist.log_prob(actions).sum(-1), old_logp, adv, clip)
+        return (kappa * surrogate(dist.log_prob(mb.actions).sum(-1), mb.old_logp, adv, clip)
                 + (1 - kappa) * gaussian_kl(mu_clean, dist.loc, agent.log_std.detach()))
 
     return objective
 
 
-def critic_objective(agent):
-    """Critic attack: lower the agent's own value estimate V(o_hat)."""
-    return agent.value
-
-
-def mad_objective(agent, obs):
-    """MAD attack: maximize KL(pi(.|o) || pi(.|o_hat)), i.e. minimize its negative."""
-    with torch.no_grad():
-        mu_clean = agent.mu(obs)
-    return lambda o_hat: -gaussian_kl(mu_clean, agent.mu(o_hat), agent.log_std.detach())
-
-
-# ============================================================================================
-# 6. The bilevel loop: strength schedule, eps ramp, lower and upper level
-# ============================================================================================
+# ==== 6. The bilevel update: strength schedule, eps ramp, lower and upper level =============
 
 def attack_strength(cfg, progress):
     """kappa_k for training progress in [0, 1): 0 for SPO, 1 for ARPO; for BARPO a constant
@@ -519,13 +403,16 @@ class Batch(NamedTuple):
     returns: torch.Tensor
 
 
+class Strength(NamedTuple):
+    """The adversary of one iteration: kappa_k and eps_k (0-d tensors), and robust = kappa_k > 0.
+    At kappa = 0 there is no adversary at all, not a zero-strength one: the update is SPO's."""
+    kappa: torch.Tensor
+    eps: torch.Tensor
+    robust: bool
+
+
 def normalized(x):
     return (x - x.mean()) / (x.std() + 1e-8)
-
-
-def critic_loss(agent, mb):
-    """The critic regresses on clean observations for all three methods."""
-    return 0.5 * ((agent.value(mb.obs) - mb.returns) ** 2).mean()
 
 
 def realized_attack_kl(agent, obs, o_hat):
@@ -537,82 +424,340 @@ def realized_attack_kl(agent, obs, o_hat):
 def lower_level(agent, mb, adv, kappa, eps, cfg):
     """o_hat_t(kappa) for every sample of a minibatch: PGD on the adversary's objective against
     the current theta, with the minibatch's normalized advantages adv."""
-    adversary = adversary_objective(agent, mb.obs, mb.actions, mb.old_logp, adv, cfg.clip, kappa)
+    adversary = adversary_objective(agent, mb, adv, kappa, cfg.clip)
     return pgd_attack(mb.obs, adversary, eps, cfg.pgd_steps)
 
 
-def minibatch_loss(agent, mb, kappa, eps, cfg, robust):
+def minibatch_loss(agent, mb, strength, cfg):
     """The loss of one minibatch, and (objective, value loss, attack KL) for the metrics.
 
     robust (ARPO, BARPO): the lower level first, o_hat_t(kappa) for every sample by PGD against
     the current theta, taken as data (no gradient flows through PGD); the upper level maximizes
-    mean_t l_t(theta; o_hat_t) + g * mean_t l_t(theta; o_t). Not robust (SPO, kappa = 0): no
-    adversary at all, not a zero-strength one, so the loss is SPO's to the bit. The critic always
-    regresses on clean observations. kappa and eps are 0-d tensors: changing them every iteration
-    does not recompile the fast path.
+    mean_t l_t(theta; o_hat_t) + g * mean_t l_t(theta; o_t). Not robust (SPO): o_hat = o. The
+    critic regresses on clean observations for all three methods.
     """
     adv = normalized(mb.advantages)
-    if robust:
-        o_hat = lower_level(agent, mb, adv, kappa, eps, cfg)
+    if strength.robust:
+        o_hat = lower_level(agent, mb, adv, strength.kappa, strength.eps, cfg)
         attack_kl = realized_attack_kl(agent, mb.obs, o_hat)
     else:
         o_hat, attack_kl = mb.obs, torch.zeros((), device=mb.obs.device)
     objective = surrogate_at(agent, o_hat, mb.actions, mb.old_logp, adv, cfg.clip).mean()
-    if robust and cfg.spo_guidance > 0:
-        objective = objective + cfg.spo_guidance * surrogate_at(agent, mb.obs, mb.actions, mb.old_logp,
-                                                                adv, cfg.clip).mean()
-    value_loss = critic_loss(agent, mb)
+    if strength.robust and cfg.spo_guidance > 0:
+        objective = objective + cfg.spo_guidance * surrogate_at(
+            agent, mb.obs, mb.actions, mb.old_logp, adv, cfg.clip).mean()
+    value_loss = 0.5 * ((agent.value(mb.obs) - mb.returns) ** 2).mean()
     return value_loss - objective, torch.stack([objective.detach(), value_loss.detach(), attack_kl])
 
 
-def minibatch_step(agent, optimizer, mb, kappa, eps, cfg, robust):
+def minibatch_update(agent, optimizer, mb, strength, cfg):
     """One upper-level step: the minibatch loss, its gradient clipped to norm max_grad_norm, Adam."""
-    loss, stats = minibatch_loss(agent, mb, kappa, eps, cfg, robust)
+    loss, stats = minibatch_loss(agent, mb, strength, cfg)
     optimizer.zero_grad()
     loss.backward()
-    nn.utils.clip_grad_norm_(optimizer_params(optimizer), cfg.max_grad_norm)
+    nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
     optimizer.step()
     return stats
 
 
-def optimizer_params(optimizer):
-    return [p for group in optimizer.param_groups for p in group["params"]]
-
-
-def bilevel_update(agent, optimizer, batch, cfg, kappa, eps, step=minibatch_step):
+def bilevel_update(agent, optimizer, batch, strength, cfg, update=minibatch_update):
     """PPO epochs in which every minibatch solves the lower level, then takes an upper-level step
-    (`step`: minibatch_step, or the fast path's compiled copy of it). kappa = 0 is SPO.
-    Returns the mean surrogate, value loss and realized attack KL."""
-    device = batch.obs.device
-    kappa_t, eps_t = torch.tensor(kappa, device=device), torch.tensor(eps, device=device)
+    (`update`: minibatch_update, or the fast path's compiled copy of it). Returns the mean
+    surrogate, value loss and realized attack KL."""
     n = batch.obs.shape[0]
-    sums = torch.zeros(3, device=device)
+    sums = torch.zeros(3, device=batch.obs.device)
     for _ in range(cfg.epochs):
-        for idx in torch.randperm(n, device=device).split(n // cfg.minibatches):
-            mb = Batch(*(x[idx] for x in batch))
-            sums += step(agent, optimizer, mb, kappa_t, eps_t, cfg, robust=kappa > 0)
+        for idx in torch.randperm(n, device=batch.obs.device).split(n // cfg.minibatches):
+            sums += update(agent, optimizer, Batch(*(x[idx] for x in batch)), strength, cfg)
     return (sums / (cfg.epochs * cfg.minibatches)).tolist()
 
 
 def make_optimizer(agent, cfg):
-    # fused: one kernel updates all parameters, where the default loops over them in Python.
     return torch.optim.Adam([
         {"params": [*agent.mu.parameters(), agent.log_std], "lr": cfg.lr_policy},
         {"params": agent.critic.parameters(), "lr": cfg.lr_value}], eps=1e-5, fused=True)
 
 
-# ============================================================================================
-# 6b. The fast path: the same minibatch step, compiled
-# ============================================================================================
+# ==== 7. One iteration of the bilevel loop ==================================================
+
+def iteration(cfg, k, rollout, optimizer, update=minibatch_update):
+    """Iteration k (of cfg.iterations): the schedules pick kappa_k and eps_k, a rollout is
+    collected on clean observations, and the PPO epochs solve the lower level and step the upper
+    level on every minibatch. kappa = 0 is SPO, kappa = 1 is ARPO. Returns the metrics."""
+    progress = k / cfg.iterations
+    for group, lr in zip(optimizer.param_groups, (cfg.lr_policy, cfg.lr_value)):
+        group["lr"] = lr * (1.0 - progress)               # learning rates anneal linearly to 0
+    kappa = attack_strength(cfg, progress)
+    eps = epsilon(cfg, progress) if kappa > 0 else 0.0
+    advantages, returns = rollout.collect()
+    batch = Batch(rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1),
+                  rollout.logp.flatten(0, 1), advantages.flatten(), returns.flatten())
+    tensor = functools.partial(torch.tensor, device=rollout.device)
+    strength = Strength(tensor(kappa), tensor(eps), robust=kappa > 0)
+    surr, value_loss, attack_kl = bilevel_update(rollout.agent, optimizer, batch, strength, cfg, update)
+    return dict(kappa=kappa, eps=eps, attack_kl=attack_kl, surrogate=surr, value_loss=value_loss)
+
+
+# ############################################################################################
 #
-# Why it is needed: a minibatch is 64 samples through 64x64 networks, and the robust step runs
-# 10 PGD iterations of forward + backward on it, so eagerly nearly all the time goes to Python
+#   THE METHOD ENDS HERE. Sections 1-7 are all of SPO, ARPO and BARPO.
+#
+#   What follows only runs it:
+#     8. the training run: metrics, progress, checkpoints and resuming
+#     9. the fast path: the same minibatch update, compiled
+#    10. evaluation: the attacks on a frozen agent, and the robust return
+#    11. the command line
+#
+# ############################################################################################
+
+# ==== 8. The training run: metrics, progress, checkpoints and resuming ======================
+
+METRICS = ["iteration", "env_steps", "wall_time_s", "sps", "episode_return", "kappa", "eps",
+           "attack_kl", "surrogate", "value_loss"]
+ROUNDING = {"kappa": 4, "eps": 5, "attack_kl": 6, "surrogate": 5, "value_loss": 5}
+CHECKPOINT_FORMAT = "barpo-checkpoint-2"
+
+
+def one_thread(fn):
+    """Run fn with one torch thread. The networks are tiny: a second thread costs more than it
+    gives, and where other processes share the cores, threads that wait on each other can make a
+    call many times slower. Every entry point of the library does this, so a notebook is as fast
+    as the command line."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+    return wrapper
+
+
+@one_thread
+def train(cfg, envs, agent, obs_norm, *, run_dir=None, resume=None, stop=None, log=print):
+    """`iteration` after iteration until cfg.total_steps, or until stop(rows) returns True (the
+    learned attackers' plateau rule, the command line's Ctrl-C). Returns this call's metrics rows.
+
+    run_dir: metrics.csv there gets a row per iteration, and checkpoint.pt the whole training
+    state (`training_state`) every cfg.checkpoint_every iterations and when training ends, so an
+    interrupted run loses at most that many iterations. resume: such a state; training goes on
+    from it exactly as if it had not stopped (MuJoCo tasks in sync envs; others start new
+    episodes).
+    """
+    device = next(agent.parameters()).device
+    optimizer = make_optimizer(agent, cfg)
+    rollout = Rollout(envs, agent, obs_norm, cfg)
+    update = compiled_minibatch_update(device, log) if wants_compile(cfg) else minibatch_update
+    first = restore_training(resume, rollout, optimizer, cfg) if resume else 0
+    elapsed = resume["wall_time_s"] if resume else 0.0
+    metrics = open_metrics(run_dir / "metrics.csv", keep_rows=first) if run_dir else None
+    writer = csv.DictWriter(metrics, METRICS) if metrics else None
+    start = last_print = time.perf_counter()
+    rows, durations = [], []
+    try:
+        for k in range(first, cfg.iterations):
+            began = time.perf_counter()
+            stats = iteration(cfg, k, rollout, optimizer, update)
+            now = time.perf_counter()
+            durations.append(now - began)
+            rollout.finished = rollout.finished[-10:]
+            recent = float(np.mean(rollout.finished)) if rollout.finished else math.nan
+            rows.append({"iteration": k + 1, "env_steps": (k + 1) * cfg.steps_per_iteration,
+                         "wall_time_s": round(elapsed + now - start, 3),
+                         "sps": round(cfg.steps_per_iteration / (now - began), 1),
+                         "episode_return": round(recent, 2),
+                         **{key: round(stats[key], digits) for key, digits in ROUNDING.items()}})
+            if writer:
+                writer.writerow(rows[-1])
+                metrics.flush()
+            last = k + 1 == cfg.iterations or (stop is not None and stop(rows))
+            if run_dir and (last or (k + 1) % cfg.checkpoint_every == 0):
+                save_checkpoint(run_dir / "checkpoint.pt",
+                                training_state(cfg, rollout, optimizer, rows[-1]))
+            if now - last_print > 5 or last:
+                last_print = now
+                log(progress_line(cfg, rows[-1], durations))
+            if last:
+                break
+    finally:
+        if metrics:
+            metrics.close()
+    return rows
+
+
+def progress_line(cfg, row, durations):
+    """The time left is judged from the iterations after the first two (the first compiles the
+    fast path); before there are any, no estimate is printed."""
+    line = (f"it {row['iteration']}/{cfg.iterations} | steps {row['env_steps']:,} | "
+            f"{row['sps']:,.0f} steps/s")
+    iterations_left = cfg.iterations - row["iteration"]
+    if iterations_left == 0 or len(durations) > 2:
+        left = iterations_left * np.mean(durations[2:][-50:]) if iterations_left else 0.0
+        line += f" | left {left / 60:.1f} min"
+    line += f" | return {row['episode_return']:.1f}"
+    if cfg.algo != "spo":  # SPO's (and a learned attacker's) kappa, eps and attack KL are 0
+        line += (f" | kappa {row['kappa']:.2f} | eps {row['eps']:.4f} | "
+                 f"attack KL {row['attack_kl']:.2e}")
+    return line
+
+
+def open_metrics(path, keep_rows):
+    """metrics.csv for appending, holding the rows of the first keep_rows iterations (those a
+    checkpoint holds: a run killed between checkpoints wrote more)."""
+    if keep_rows:
+        path.write_text("".join(path.read_text().splitlines(keepends=True)[:keep_rows + 1]))
+    else:
+        with open(path, "w", newline="") as f:
+            csv.DictWriter(f, METRICS).writeheader()
+    return open(path, "a", newline="")
+
+
+def training_state(cfg, rollout, optimizer, row):
+    """Everything a checkpoint needs to resume exactly: weights and statistics, optimizer, rollout
+    and environments, random generators. Plain tensors and primitives, so that
+    torch.load(weights_only=True) reads it; saved at once, so nothing needs copying."""
+    agent = rollout.agent
+    return {"format": CHECKPOINT_FORMAT, "agent": agent.state_dict(),
+            "obs_norm": normalizer_state(rollout.obs_norm), "config": dataclasses.asdict(cfg),
+            "obs_dim": agent.mu[0].in_features, "act_dim": agent.log_std.numel(),
+            "env_steps": row["env_steps"],
+            "training": {"iteration": row["iteration"], "wall_time_s": row["wall_time_s"],
+                         "optimizer": optimizer.state_dict(), "rollout": rollout_state(rollout),
+                         "envs": env_state(rollout.envs), "rng": rng_state()}}
+
+
+def restore_training(state, rollout, optimizer, cfg):
+    """Put training back where `training_state` found it; returns the next iteration."""
+    optimizer.load_state_dict(state["optimizer"])
+    saved = state["rollout"]
+    rollout.raw_obs, rollout.episode_return = saved["raw_obs"].numpy(), saved["episode_return"].numpy()
+    rollout.finished = list(saved["finished"])
+    rollout.reward_scaler.stats = normalizer_from_state(saved["reward_stats"])
+    rollout.reward_scaler.ret = saved["reward_ret"].numpy()
+    if state["envs"] is not None and env_state(rollout.envs) is not None:
+        set_env_state(rollout.envs, state["envs"])
+    else:  # no simulator state to restore: new episodes
+        rollout.raw_obs, _ = rollout.envs.reset(seed=cfg.seed + state["iteration"])
+        rollout.episode_return[:] = 0.0
+    torch.set_rng_state(state["rng"]["torch"])
+    if "cuda" in state["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["rng"]["cuda"])
+    return state["iteration"]
+
+
+def rollout_state(rollout):
+    return {"raw_obs": torch.as_tensor(rollout.raw_obs),
+            "episode_return": torch.as_tensor(rollout.episode_return),
+            "finished": [float(x) for x in rollout.finished],
+            "reward_stats": normalizer_state(rollout.reward_scaler.stats),
+            "reward_ret": torch.as_tensor(rollout.reward_scaler.ret)}
+
+
+def normalizer_state(norm):
+    return {"mean": torch.as_tensor(norm.mean), "var": torch.as_tensor(norm.var),
+            "count": float(norm.count)}
+
+
+def normalizer_from_state(state):
+    norm = ObsNormalizer(len(state["mean"]))
+    norm.mean, norm.var = state["mean"].cpu().numpy(), state["var"].cpu().numpy()
+    norm.count = state["count"]
+    return norm
+
+
+def rng_state():
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def env_state(envs):
+    """What a sync vector env of MuJoCo tasks needs to go on exactly where it is: each
+    simulation's integration state, its time-limit counter and its random generator. None for
+    other envs (async ones, other simulators): a resumed run starts new episodes there."""
+    states = []
+    for env in getattr(envs, "envs", [None]):
+        sim = getattr(env, "unwrapped", None)
+        if not hasattr(sim, "data"):
+            return None
+        import mujoco  # here, not at the top: other simulators' tasks run without it
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        state = np.empty(mujoco.mj_stateSize(sim.model, spec))
+        mujoco.mj_getState(sim.model, sim.data, state, spec)
+        states.append({"sim": torch.as_tensor(state), "elapsed": time_limit(env)._elapsed_steps,
+                       "rng": sim.np_random.bit_generator.state})
+    return states
+
+
+def set_env_state(envs, states):
+    import mujoco
+    for env, state in zip(envs.envs, states):
+        sim = env.unwrapped
+        mujoco.mj_setState(sim.model, sim.data, state["sim"].numpy(),
+                           mujoco.mjtState.mjSTATE_INTEGRATION)
+        time_limit(env)._elapsed_steps = state["elapsed"]
+        sim.np_random.bit_generator.state = state["rng"]
+
+
+def time_limit(env):
+    while not isinstance(env, gym.wrappers.TimeLimit):
+        env = env.env
+    return env
+
+
+def save_checkpoint(path, state):
+    """Write to a temporary file and rename it: a crash never leaves half a checkpoint."""
+    tmp = Path(str(path) + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, env_id=None, device="cpu"):
+    """Returns (agent, obs_norm, state) of a checkpoint.pt; InputError for a missing, broken or
+    foreign file, an agent whose sizes do not fit its task, or (with env_id) an agent of another
+    task. state["config"] is the run's Config, state["env_steps"] how far it trained,
+    state.get("training") what resuming needs."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # torch raises many kinds for a truncated or foreign file
+        raise InputError(f"{path} is not a checkpoint that barpo.py wrote ({type(e).__name__} "
+                         f"while reading it)")
+    formats = ("barpo-checkpoint-1", CHECKPOINT_FORMAT)
+    if not isinstance(state, dict) or state.get("format") not in formats:
+        raise InputError(f"{path} is a torch file but not a checkpoint that barpo.py wrote")
+    if state["format"] == "barpo-checkpoint-1":  # before resuming existed: no training state
+        state["obs_norm"] = {"mean": state["obs_mean"], "var": state["obs_var"],
+                             "count": state["obs_count"]}
+    task = state["config"]["env"]
+    if env_id is not None and task != env_id:
+        raise InputError(f"{path} is an agent for {task}, not for {env_id}")
+    agent = Agent(state["obs_dim"], state["act_dim"]).to(device)
+    agent.load_state_dict(state["agent"])
+    envs = make_envs(task, 1)
+    try:
+        check_sizes(agent, envs, task)
+    finally:
+        envs.close()
+    return agent, normalizer_from_state(state["obs_norm"]), state
+
+
+# ==== 9. The fast path: the same minibatch update, compiled =================================
+#
+# Why it is needed: a minibatch is 64 samples through 64x64 networks, and the robust update runs
+# 10 PGD iterations of forward and backward on it, so eagerly nearly all the time goes to Python
 # and framework overhead per tiny operation (on a GPU, to a kernel launch each). torch.compile
-# traces the whole step (PGD, loss, gradient, clipping, Adam) into one graph of fused kernels.
-# What it buys: ARPO and BARPO train about 3.3x faster on a CPU, SPO about 1.5x; on CUDA the
-# graph is also captured and replayed ("reduce-overhead"), 8x over eager CUDA, yet still slower
-# than the CPU (README, Speed). The eager `minibatch_step` stays the reference; a test checks
-# that both give the same update.
+# traces the whole update (PGD, loss, gradient, clipping, Adam) into one graph of fused kernels.
+# What it buys: ARPO and BARPO train about 3.3x faster on a CPU, SPO about 1.5x (README, Speed).
+# What it asks of the method's code, none of which changes a result: kappa and eps are 0-d
+# tensors (`Strength`), so that changing them every iteration does not recompile; PGD's input
+# gradient is taken by torch.func.grad while compiling (`input_gradient`), which the compiler
+# traces, where eagerly torch.autograd.grad is the faster; Adam is fused (one kernel for all
+# parameters). The eager `minibatch_update` stays the reference; a test checks that both agree.
 
 # Compiling costs tens of seconds once per process (less when inductor's disk cache is warm);
 # below this many steps it costs more than it saves.
@@ -626,21 +771,26 @@ def wants_compile(cfg):
 class MinibatchLoss(nn.Module):
     """minibatch_loss as a module's forward: torch.func.functional_call differentiates that."""
 
-    def __init__(self, agent):
+    def __init__(self, agent, names):
         super().__init__()
-        self.agent = agent
+        self.agent, self.names = agent, names  # names: the optimizer's parameters, in its order
 
-    def forward(self, *args):
-        return minibatch_loss(self.agent, *args)
+    def forward(self, mb, strength, cfg):
+        return minibatch_loss(self.agent, mb, strength, cfg)
 
 
-def functional_minibatch_step(loss_module, names, optimizer, lrs, mb, kappa, eps, cfg, robust):
-    """minibatch_step as one function the compiler can trace: the gradient by torch.func instead
-    of .backward(), the same clipping, and torch's own functional Adam on the optimizer's state."""
+def optimizer_params(optimizer):
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def functional_minibatch_update(loss_module, optimizer, lrs, mb, strength, cfg):
+    """minibatch_update as one function the compiler can trace: the gradient by torch.func
+    instead of .backward(), the same clipping, and torch's own functional Adam on the
+    optimizer's state."""
     params = optimizer_params(optimizer)
     with torch.no_grad():  # torch.func.grad differentiates all the same; Adam updates in place
         grads, stats = torch.func.grad(lambda ps: torch.func.functional_call(
-            loss_module, dict(zip(names, ps)), (mb, kappa, eps, cfg, robust)), has_aux=True)(params)
+            loss_module, dict(zip(loss_module.names, ps)), (mb, strength, cfg)), has_aux=True)(params)
         total_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
         scale = (cfg.max_grad_norm / (total_norm + 1e-6)).clamp(max=1.0)  # as clip_grad_norm_
         grads = [g * scale for g in grads]
@@ -657,19 +807,19 @@ def functional_minibatch_step(loss_module, names, optimizer, lrs, mb, kappa, eps
     return stats
 
 
-def compiled_minibatch_step(device, log=print):
-    """The fast path's minibatch_step: same arguments, same update up to float rounding."""
-    def eager(loss_module, names, optimizer, lrs, *args):
-        return minibatch_step(loss_module.agent, optimizer, *args)
+def compiled_minibatch_update(device, log=print):
+    """The fast path's minibatch_update: same arguments, same update up to float rounding."""
+    def eager(loss_module, optimizer, lrs, mb, strength, cfg):
+        return minibatch_update(loss_module.agent, optimizer, mb, strength, cfg)
 
-    traced = compile_or_fallback(functional_minibatch_step, eager, device, log)
+    traced = compile_or_fallback(functional_minibatch_update, eager, device, log)
     loss_modules = {}
 
-    def step(agent, optimizer, mb, kappa, eps, cfg, robust):
+    def update(agent, optimizer, mb, strength, cfg):
         if agent not in loss_modules:
-            module = loss_modules[agent] = MinibatchLoss(agent)
-            by_tensor = {p: name for name, p in module.named_parameters()}
-            module.names = tuple(by_tensor[p] for p in optimizer_params(optimizer))
+            by_tensor = {p: name for name, p in agent.named_parameters()}
+            names = tuple("agent." + by_tensor[p] for p in optimizer_params(optimizer))
+            loss_modules[agent] = MinibatchLoss(agent, names)
         for p in optimizer_params(optimizer):
             if not optimizer.state[p]:  # the state Adam keeps, made as Adam(fused=True) makes it
                 state = dict(step=torch.zeros((), device=device), exp_avg=torch.zeros_like(p),
@@ -679,10 +829,9 @@ def compiled_minibatch_step(device, log=print):
                         torch._dynamo.mark_static_address(tensor)
                 optimizer.state[p].update(state)
         lrs = [torch.tensor(group["lr"], device=device) for group in optimizer.param_groups]
-        module = loss_modules[agent]
-        return traced(module, module.names, optimizer, lrs, mb, kappa, eps, cfg, robust)
+        return traced(loss_modules[agent], optimizer, lrs, mb, strength, cfg)
 
-    return step
+    return update
 
 
 def compile_or_fallback(fn, fallback, device, log):
@@ -711,155 +860,24 @@ def compile_or_fallback(fn, fallback, device, log):
     return call
 
 
-# ============================================================================================
-# 7. The training run: iterations, metrics, and checkpoints to resume from
-# ============================================================================================
+# ==== 10. Evaluation: the attacks on a frozen agent, and the robust return ==================
 
-METRICS = ["iteration", "env_steps", "wall_time_s", "sps", "episode_return", "kappa", "eps",
-           "attack_kl", "surrogate", "value_loss"]
+# A run of seed s evaluates on episodes reset(seed=s + EVAL_SEED_OFFSET + i), i = 0..episodes-1:
+# never a seed that training used, and the same episodes for every attack.
+EVAL_SEED_OFFSET = 10_000
+# The learned attacks of a run of seed s train with seed s + offset.
+ATTACKER_SEED_OFFSET = {"sarl": 1, "paad": 2, "rs": 3}
+# The SA-RL attacker was called "optimal" (the DESIGN's name) in records before it was renamed.
+RENAMED = {"optimal": "sarl"}
 
-
-@one_thread
-def train(cfg, envs, agent, obs_norm, metrics_path=None, checkpoint_path=None, resume=None,
-          stop=None, log=print):
-    """The whole training run: per iteration k pick kappa_k and eps_k, collect a rollout on clean
-    observations, run the bilevel update, and record one metrics row.
-
-    metrics_path: a CSV with a row per iteration. checkpoint_path: the full training state
-    (`training_state`), written every cfg.checkpoint_every iterations, at the end, and on Ctrl-C
-    (as of the last finished iteration), so that an interrupted run loses at most that many
-    iterations. resume: such a state; training goes on from it exactly as if it had not stopped
-    (MuJoCo tasks in sync envs; other envs start new episodes). stop(rows) -> True ends training
-    early (the learned attackers' plateau rule). Returns the metrics rows of this call.
-    """
-    device = next(agent.parameters()).device
-    optimizer = make_optimizer(agent, cfg)
-    rollout = Rollout(envs, agent, obs_norm, cfg)
-    step = compiled_minibatch_step(device, log) if wants_compile(cfg) else minibatch_step
-    first, elapsed = (resume["iteration"], resume["wall_time_s"]) if resume else (0, 0.0)
-    if resume:
-        optimizer.load_state_dict(resume["optimizer"])
-        rollout.load_state(resume["rollout"])
-        if resume["envs"] is not None and env_state(envs) is not None:
-            set_env_state(envs, resume["envs"])
-        else:  # no simulator state to restore: new episodes
-            rollout.raw_obs, _ = envs.reset(seed=cfg.seed + first)
-            rollout.episode_return[:] = 0.0
-        set_rng_state(resume["rng"])
-    csv_file = open_metrics(metrics_path, keep_rows=first) if metrics_path else None
-    writer = csv.DictWriter(csv_file, METRICS) if csv_file else None
-    start = last_print = time.perf_counter()
-    recent_return = float(np.mean(rollout.finished[-10:])) if rollout.finished else float("nan")
-    rows, snapshot = [], None
-    try:
-        for k in range(first, cfg.iterations):
-            t0 = time.perf_counter()
-            progress = k / cfg.iterations
-            for group, lr in zip(optimizer.param_groups, (cfg.lr_policy, cfg.lr_value)):
-                group["lr"] = lr * (1.0 - progress)  # linear annealing to 0
-            kappa = attack_strength(cfg, progress)
-            eps = epsilon(cfg, progress) if kappa > 0 else 0.0
-            advantages, returns = rollout.collect()
-            batch = Batch(rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1),
-                          rollout.logp.flatten(0, 1), advantages.flatten(), returns.flatten())
-            surr, value_loss, attack_kl = bilevel_update(agent, optimizer, batch, cfg, kappa, eps, step)
-            if rollout.finished:
-                rollout.finished = rollout.finished[-10:]
-                recent_return = float(np.mean(rollout.finished))
-            now = time.perf_counter()
-            row = dict(iteration=k + 1, env_steps=(k + 1) * cfg.steps_per_iteration,
-                       wall_time_s=round(elapsed + now - start, 3),
-                       sps=round(cfg.steps_per_iteration / (now - t0), 1),
-                       episode_return=round(recent_return, 2), kappa=round(kappa, 4),
-                       eps=round(eps, 5), attack_kl=round(attack_kl, 6), surrogate=round(surr, 5),
-                       value_loss=round(value_loss, 5))
-            rows.append(row)
-            if writer:
-                writer.writerow(row)
-                csv_file.flush()
-            done = k + 1 == cfg.iterations or (stop is not None and stop(rows))
-            if checkpoint_path:
-                snapshot = training_state(cfg, agent, obs_norm, optimizer, rollout, envs, row)
-                if (k + 1) % cfg.checkpoint_every == 0 or done:
-                    save_checkpoint(checkpoint_path, snapshot)
-            if k == first:   # the time left is judged without the first iteration: it compiles
-                after_first = now
-            if now - last_print > 5 or done:
-                last_print = now
-                per_iteration = (now - after_first) / (k - first) if k > first else now - start
-                left = per_iteration * (cfg.iterations - k - 1)
-                bound = "<= " if stop else ""   # a stop rule may end it sooner
-                robust = (f" | kappa {kappa:.2f} | eps {eps:.4f} | attack KL {attack_kl:.2e}"
-                          if cfg.algo != "spo" else "")
-                log(f"it {k + 1}/{cfg.iterations} | steps {row['env_steps']:,} | {row['sps']:,.0f} "
-                    f"steps/s | left {bound}{left / 60:.1f} min | return {recent_return:.1f}{robust}")
-            if done:
-                break
-    except KeyboardInterrupt:
-        if snapshot is not None:  # the last finished iteration, not the half-updated agent
-            save_checkpoint(checkpoint_path, snapshot)
-            if csv_file:
-                csv_file.close()
-                trim_metrics(metrics_path, snapshot["training"]["iteration"])
-        raise
-    finally:
-        if csv_file:
-            csv_file.close()
-    return rows
-
-
-def open_metrics(path, keep_rows):
-    """metrics.csv for appending, holding the rows of the first keep_rows iterations."""
-    if keep_rows:
-        trim_metrics(path, keep_rows)
-    else:
-        with open(path, "w", newline="") as f:
-            csv.DictWriter(f, METRICS).writeheader()
-    return open(path, "a", newline="")
-
-
-def trim_metrics(path, rows):
-    """Cut metrics.csv back to its first `rows` iterations: those a checkpoint holds."""
-    path = Path(path)
-    path.write_text("".join(path.read_text().splitlines(keepends=True)[:rows + 1]))
-
-
-def training_state(cfg, agent, obs_norm, optimizer, rollout, envs, row):
-    """Everything a checkpoint needs to resume exactly: weights, statistics, optimizer, rollout
-    and environments, random generators; copies, because training goes on changing them."""
-    return {"format": CHECKPOINT_FORMAT, "agent": copy.deepcopy(agent.state_dict()),
-            "obs_norm": copy.deepcopy(obs_norm.state()), "config": dataclasses.asdict(cfg),
-            "obs_dim": agent.mu[0].in_features, "act_dim": agent.log_std.numel(),
-            "env_steps": row["env_steps"],
-            "training": {"iteration": row["iteration"], "wall_time_s": row["wall_time_s"],
-                         "optimizer": copy.deepcopy(optimizer.state_dict()),
-                         "rollout": copy.deepcopy(rollout.state()), "envs": env_state(envs),
-                         "rng": rng_state()}}
-
-
-def rng_state():
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state):
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-# ============================================================================================
-# 8. Evaluation: the attacks on a frozen agent, and the robust return
-# ============================================================================================
 
 def make_attack(name, agent, eps, pgd_steps=10):
-    """The attacks that need no training, as functions o -> o_hat: none, random, critic, mad.
-    (rs, optimal and paad learn first: `train_robust_sarsa`, `train_learned_attack`.)"""
-    if name in ("rs", "optimal", "paad"):
+    """The attacks that need no training, as functions o -> o_hat: none, random, critic (PGD
+    lowering the agent's own value estimate V(o_hat)) and mad (PGD maximizing KL(pi(.|o) ||
+    pi(.|o_hat)), the maximal action difference). rs, sarl and paad learn first (`attack_suite`)."""
+    if name in LEARNED:
         raise InputError(f"the {name} attack is learned, not made: prepare it with attack_suite, "
-                         f"or train_robust_sarsa / train_learned_attack")
+                         f"or {LEARNED[name]}")
     if name not in ATTACKS:
         raise InputError(f"unknown attack {name!r}; the attacks are {', '.join(ATTACKS)}")
     if name == "none" or eps == 0:
@@ -867,8 +885,15 @@ def make_attack(name, agent, eps, pgd_steps=10):
     if name == "random":
         return lambda obs: obs + eps * (2 * torch.rand_like(obs) - 1)
     if name == "critic":
-        return lambda obs: pgd_attack(obs, critic_objective(agent), eps, pgd_steps)
-    return lambda obs: pgd_attack(obs, mad_objective(agent, obs), eps, pgd_steps)
+        return lambda obs: pgd_attack(obs, agent.value, eps, pgd_steps)
+
+    def mad(obs):
+        with torch.no_grad():
+            mu_clean = agent.mu(obs)
+        kl = lambda o_hat: gaussian_kl(mu_clean, agent.mu(o_hat), agent.log_std.detach())
+        return pgd_attack(obs, lambda o_hat: -kl(o_hat), eps, pgd_steps)
+
+    return mad
 
 
 @one_thread
@@ -918,7 +943,7 @@ def run_episodes(agent, obs_norm, envs, env_id, attack, seed, on_step=None):
     while alive.any():
         if on_step:
             on_step(envs)
-        obs = torch.as_tensor(obs_norm(raw), dtype=torch.float32, device=device)
+        obs = to_tensor(obs_norm(raw), device)
         with torch.no_grad():
             action = agent.mu(attack(obs)).cpu().numpy()
         raw, reward, term, trunc, _ = envs.step(np.clip(action, low, high))
@@ -934,9 +959,9 @@ def interpolate(a, b, alpha):
     agent = copy.deepcopy(agent_a)
     theta_a, theta_b = agent_a.state_dict(), agent_b.state_dict()
     agent.load_state_dict({k: (1 - alpha) * theta_a[k] + alpha * theta_b[k] for k in theta_a})
-    state_a, state_b = norm_a.state(), norm_b.state()
-    norm = ObsNormalizer.from_state({k: (1 - alpha) * state_a[k] + alpha * state_b[k] for k in state_a})
-    return agent, norm
+    state_a, state_b = normalizer_state(norm_a), normalizer_state(norm_b)
+    return agent, normalizer_from_state({k: (1 - alpha) * state_a[k] + alpha * state_b[k]
+                                         for k in state_a})
 
 
 def check_sizes(agent, envs, env_id):
@@ -963,7 +988,6 @@ def victim_transitions(victim, obs_norm, env_id, steps, seed=0):
     actions a ~ pi(.|o), so that Q sees actions around mu(o); where an episode ended, o' is its
     last observation."""
     device = next(victim.parameters()).device
-    tensor = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
     torch.manual_seed(seed)
     envs = make_envs(env_id, 8)
     check_sizes(victim, envs, env_id)
@@ -972,15 +996,15 @@ def victim_transitions(victim, obs_norm, env_id, steps, seed=0):
     data = {k: [] for k in ("obs", "action", "reward", "terminated", "next_obs", "next_action")}
     with torch.no_grad():
         for _ in range(steps // envs.num_envs):
-            obs = tensor(obs_norm(raw))
+            obs = to_tensor(obs_norm(raw), device)
             action = victim.policy(obs).sample()
             raw, reward, term, trunc, info = envs.step(np.clip(action.cpu().numpy(), low, high))
             next_raw = raw.copy()
             for i in np.flatnonzero(term | trunc):
                 next_raw[i] = info["final_obs"][i]
-            next_obs = tensor(obs_norm(next_raw))
-            for key, value in (("obs", obs), ("action", action), ("reward", tensor(reward)),
-                               ("terminated", tensor(term)), ("next_obs", next_obs),
+            next_obs = to_tensor(obs_norm(next_raw), device)
+            for key, value in (("obs", obs), ("action", action), ("reward", to_tensor(reward, device)),
+                               ("terminated", to_tensor(term, device)), ("next_obs", next_obs),
                                ("next_action", victim.policy(next_obs).sample())):
                 data[key].append(value)
     envs.close()
@@ -1066,8 +1090,8 @@ class VictimUnderAttack(gym.vector.VectorWrapper):
 
     @torch.no_grad()
     def step(self, u):
-        obs = torch.as_tensor(self.o, dtype=torch.float32, device=self.device)
-        u = torch.as_tensor(np.clip(u, -1.0, 1.0), dtype=torch.float32, device=self.device)
+        obs = to_tensor(self.o, self.device)
+        u = to_tensor(np.clip(u, -1.0, 1.0), self.device)
         action = self.victim.mu(self.perturb(obs, u)).cpu().numpy()
         raw, reward, term, trunc, info = self.env.step(np.clip(action, self.act_low, self.act_high))
         self.o = self.obs_norm(raw)
@@ -1119,146 +1143,179 @@ def plateaued(min_steps, window=100_000):
 
 
 @one_thread
-def train_learned_attack(victim, obs_norm, env_id, kind, eps, steps=1_000_000, pgd_steps=10,
-                         seed=0, curve_path=None, log=print):
-    """Train an SA-RL (kind "optimal") or PA-AD (kind "paad") attacker on the victim with PPO
-    (SPO): at least `steps` steps, then until its return plateaus (`plateaued`), at most twice
-    `steps`. Its learning curve goes to curve_path. Returns the attack o -> o_hat and how long it
-    trained."""
-    env_probe = make_envs(env_id, 1)
-    check_sizes(victim, env_probe, env_id)
-    env_probe.close()
+def train_learned_attack(target, kind, curve_path=None):
+    """Train an SA-RL (kind "sarl") or PA-AD (kind "paad") attacker on target.agent with PPO
+    (SPO): at least target.attacker_steps steps, then until its return plateaus (`plateaued`), at
+    most twice as long. Its learning curve goes to curve_path. Returns the attack o -> o_hat and
+    how long it trained."""
+    victim, steps = target.agent, target.attacker_steps
     obs_dim, act_dim = victim.mu[0].in_features, victim.log_std.numel()
     device = next(victim.parameters()).device
-    cfg = Config(env=env_id, algo="spo", total_steps=2 * max(steps, 2048), seed=seed)
-    if kind == "optimal":
-        perturb, action_dim = sarl_perturbation(eps), obs_dim
+    cfg = Config(env=target.env_id, algo="spo", total_steps=2 * max(steps, 2048),
+                 seed=target.seed + ATTACKER_SEED_OFFSET[kind])
+    if kind == "sarl":
+        perturb, action_dim = sarl_perturbation(target.eps), obs_dim
     else:
-        perturb, action_dim = paad_perturbation(victim, eps, pgd_steps), act_dim
+        perturb, action_dim = paad_perturbation(victim, target.eps, target.pgd_steps), act_dim
         if wants_compile(cfg):  # the actor's PGD runs at every step of the attacker's training
-            perturb = compile_or_fallback(perturb, perturb, device, log)
-    envs = VictimUnderAttack(make_envs(env_id, cfg.num_envs), victim, obs_norm, perturb, action_dim)
-    torch.manual_seed(seed)
+            perturb = compile_or_fallback(perturb, perturb, device, target.log)
+    envs = make_envs(target.env_id, cfg.num_envs)
+    check_sizes(victim, envs, target.env_id)
+    envs = VictimUnderAttack(envs, victim, target.obs_norm, perturb, action_dim)
+    torch.manual_seed(cfg.seed)
     attacker, attacker_norm = Agent(obs_dim, action_dim).to(device), ObsNormalizer(obs_dim)
     victim.requires_grad_(False)
     try:
-        rows = train(cfg, envs, attacker, attacker_norm, metrics_path=curve_path,
-                     stop=plateaued(steps), log=lambda s: log(f"  [{kind} attack] " + s))
+        rows = train(cfg, envs, attacker, attacker_norm, stop=plateaued(steps),
+                     log=lambda s: target.log(f"  [{kind} attack] " + s))
     finally:
         victim.requires_grad_(True)
         envs.close()
+    if curve_path:
+        with open(curve_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, METRICS)
+            writer.writeheader()
+            writer.writerows(rows)
 
     def attack(obs):
-        u = attacker.mu(torch.as_tensor(attacker_norm(obs.cpu().numpy()), dtype=torch.float32,
-                                        device=obs.device))
+        u = attacker.mu(to_tensor(attacker_norm(obs.cpu().numpy()), obs.device))
         return perturb(obs, u.clamp(-1.0, 1.0))
 
     return attack, {"attacker_steps": rows[-1]["env_steps"],
-                    "final_attacker_return": rows[-1]["episode_return"]}
+                    "final_attacker_return": rows[-1]["episode_return"], "seed": cfg.seed}
 
 
-# --- the suite ------------------------------------------------------------------------------
+# --- the suite: every attack prepared the same way -----------------------------------------
+
+@dataclasses.dataclass
+class Target:
+    """An agent to attack, and the settings the attacks read."""
+    agent: Agent
+    obs_norm: ObsNormalizer
+    env_id: str
+    eps: float
+    seed: int = 0                      # the run's: it sets the episodes and the attackers' seeds
+    pgd_steps: int = 10
+    attacker_steps: int = 1_000_000    # the learned attackers' PPO steps, at least
+    curve_prefix: str = None           # where their curves go: <prefix>-sarl.csv, <prefix>-paad.csv
+    log: Callable = print
+
+
+def prepare_made(name):
+    """An attack that needs no training (`make_attack`)."""
+    def prepare(target):
+        attack = make_attack(name, target.agent, target.eps, target.pgd_steps)
+        return ({"pgd_steps": target.pgd_steps} if name in ("critic", "mad") else {}), [(attack, {})]
+    return prepare
+
+
+def prepare_robust_sarsa(target):
+    """One collection of the victim's transitions, then a Q model and its PGD attack per setting."""
+    seed = target.seed + ATTACKER_SEED_OFFSET["rs"]
+    target.log(f"learning {len(ROBUST_SARSA['models'])} Q models of the agent for robust sarsa")
+    data = victim_transitions(target.agent, target.obs_norm, target.env_id,
+                              ROBUST_SARSA["data_steps"], seed)
+    attacks = []
+    for radius, smoothness in ROBUST_SARSA["models"]:
+        q = train_robust_sarsa(data, radius, smoothness, ROBUST_SARSA["epochs"], seed, target.log)
+        attack = functools.partial(rs_attack, target.agent, q, eps=target.eps,
+                                   pgd_steps=target.pgd_steps)
+        attacks.append((attack, {"action_radius": radius, "smoothness": smoothness}))
+    settings = {"pgd_steps": target.pgd_steps, "data_steps": ROBUST_SARSA["data_steps"],
+                "epochs": ROBUST_SARSA["epochs"], "seed": seed}
+    return settings, attacks
+
+
+def prepare_learned(kind):
+    """An attacker trained by PPO against the agent (`train_learned_attack`)."""
+    def prepare(target):
+        target.log(f"training the {kind} attacker for at least {target.attacker_steps:,} steps")
+        curve = f"{target.curve_prefix}-{kind}.csv" if target.curve_prefix else None
+        attack, trained = train_learned_attack(target, kind, curve)
+        settings = {**trained, "min_attacker_steps": target.attacker_steps,
+                    "curve": curve and Path(curve).name}
+        if kind == "paad":
+            settings.update(pgd_steps=target.pgd_steps, actor_objective="cos+norm")
+        return settings, [(attack, {})]
+    return prepare
+
+
+class Attack(NamedTuple):
+    description: str
+    prepare: Callable  # target -> (settings, [(attack o -> o_hat, its own settings), ...])
+
+
+# The evaluation attacks, in the order they run. prepare gives one attack, or several of which
+# the lowest return counts (robust sarsa's Q models).
+ATTACKS = {
+    "none": Attack("no attack: the natural return", prepare_made("none")),
+    "random": Attack("uniform noise in the ball", prepare_made("random")),
+    "critic": Attack("PGD lowering the agent's own value estimate V(o_hat)", prepare_made("critic")),
+    "mad": Attack("PGD maximizing KL(pi(.|o) || pi(.|o_hat)): the maximal action difference",
+                  prepare_made("mad")),
+    "rs": Attack("robust sarsa: PGD lowering a learned Q(o, mu(o_hat)) of the agent, the lowest "
+                 f"of {len(ROBUST_SARSA['models'])} Q models", prepare_robust_sarsa),
+    "sarl": Attack("SA-RL: an attacker policy trained by PPO on minus the agent's reward",
+                   prepare_learned("sarl")),
+    "paad": Attack("PA-AD: a learned director picks a direction of the agent's action, PGD "
+                   "realizes it", prepare_learned("paad")),
+}
+LEARNED = {"rs": "train_robust_sarsa", "sarl": "train_learned_attack",
+           "paad": "train_learned_attack"}
+
 
 @one_thread
-def attack_suite(agent, obs_norm, env_id, eps, attacks=tuple(ATTACKS), episodes=50, seed=0,
-                 pgd_steps=10, attacker_steps=1_000_000, curve_prefix=None, on_result=None,
-                 log=print):
-    """Evaluate under each attack in turn: {attack: {mean, std, seconds, settings}} and the worst
-    attack's name, the robust return being the lowest mean over the attacks other than none.
-    seed is the run's seed: it sets the evaluation episodes and the learned attackers' seeds.
-    curve_prefix: where the learned attackers' curves go (prefix-optimal.csv, prefix-paad.csv).
-    on_result(table) is called after every attack, so that what finished can be kept."""
-    table = {}
+def attack_suite(target, attacks=tuple(ATTACKS), episodes=50, table=None, on_result=None):
+    """Evaluate target under each attack in turn. Returns {attack: {mean, std, seconds,
+    settings}} and the worst attack's name (`worst_attack`). table: results measured already
+    (an evaluation cut short), kept as they are; on_result(table) is called after every attack,
+    so that what finished can be kept."""
+    table = dict(table or {})
     for name in attacks:
-        t0 = time.perf_counter()
-        first_episode = seed + EVAL_SEED_OFFSET
-        settings = {"eps": eps, "episode_seeds": [first_episode, first_episode + episodes - 1]}
-        if name in ("critic", "mad", "rs"):
-            settings["pgd_steps"] = pgd_steps
-        candidates = None  # rs: several attacks, one per Q model, of which the lowest counts
-        if name == "rs" and eps > 0:
-            rs_seed = seed + ATTACKER_SEED_OFFSET["rs"]
-            log(f"learning {len(ROBUST_SARSA['models'])} Q models of the agent for robust sarsa")
-            data = victim_transitions(agent, obs_norm, env_id, ROBUST_SARSA["data_steps"], rs_seed)
-            candidates = []
-            for radius, smoothness in ROBUST_SARSA["models"]:
-                q = train_robust_sarsa(data, radius, smoothness, ROBUST_SARSA["epochs"], rs_seed, log)
-                attack = functools.partial(rs_attack, agent, q, eps=eps, pgd_steps=pgd_steps)
-                candidates.append((attack, {"action_radius": radius, "smoothness": smoothness}))
-            settings.update(data_steps=ROBUST_SARSA["data_steps"], epochs=ROBUST_SARSA["epochs"],
-                            seed=rs_seed)
-        elif name in ("optimal", "paad") and eps > 0:
-            log(f"training the {name} attacker for at least {attacker_steps:,} steps")
-            curve = f"{curve_prefix}-{name}.csv" if curve_prefix else None
-            attack, trained = train_learned_attack(
-                agent, obs_norm, env_id, name, eps, attacker_steps, pgd_steps,
-                seed + ATTACKER_SEED_OFFSET[name], curve, log)
-            settings.update(trained, min_attacker_steps=attacker_steps,
-                            seed=seed + ATTACKER_SEED_OFFSET[name], curve=curve and Path(curve).name)
-            if name == "paad":
-                settings.update(pgd_steps=pgd_steps, actor_objective="cos+norm")
-        else:
-            attack = make_attack(name if eps > 0 else "none", agent, eps, pgd_steps)
-        if candidates:
-            tried = [(evaluate(agent, obs_norm, env_id, a, episodes, seed), model)
-                     for a, model in candidates]
-            settings["models"] = [{**model, "mean": float(r.mean()), "std": float(r.std())}
-                                  for r, model in tried]
-            returns = min(tried, key=lambda t: t[0].mean())[0]
-        else:
-            returns = evaluate(agent, obs_norm, env_id, attack, episodes, seed)
+        if name in table:
+            continue
+        began = time.perf_counter()
+        first_episode = target.seed + EVAL_SEED_OFFSET
+        settings = {"eps": target.eps, "episode_seeds": [first_episode, first_episode + episodes - 1]}
+        if target.eps > 0:
+            shared, candidates = ATTACKS[name].prepare(target)
+            settings.update(shared)
+        else:  # the ball is the point o: every attack is the identity
+            candidates = [(None, {})]
+        tried = [(evaluate(target.agent, target.obs_norm, target.env_id, attack, episodes,
+                           target.seed), own) for attack, own in candidates]
+        returns, own = min(tried, key=lambda t: t[0].mean())
+        if len(tried) > 1:
+            settings["models"] = [{**own, "mean": float(r.mean()), "std": float(r.std())}
+                                  for r, own in tried]
         table[name] = {"mean": float(returns.mean()), "std": float(returns.std()),
-                       "seconds": round(time.perf_counter() - t0, 1), "settings": settings}
-        log(f"  {name:8s} {returns.mean():9.1f} +- {returns.std():7.1f}   "
-            f"({table[name]['seconds']:.1f} s)")
+                       "seconds": round(time.perf_counter() - began, 1), "settings": settings}
+        target.log(f"  {name:8s} {returns.mean():9.1f} +- {returns.std():7.1f}   "
+                   f"({table[name]['seconds']:.1f} s)")
         if on_result:
             on_result(table)
     return table, worst_attack(table)
 
 
 def worst_attack(table):
-    attacked = [a for a in table if a != "none"] or list(table)
-    return min(attacked, key=lambda a: table[a]["mean"])
+    """The attack with the lowest mean return, none excepted: the robust return is its return.
+    None while no attack but none has been measured."""
+    attacked = [a for a in table if a != "none"]
+    return min(attacked, key=lambda a: table[a]["mean"]) if attacked else None
 
 
-# ============================================================================================
-# 9. Checkpoints, evaluation records, the command line
-# ============================================================================================
+# ==== 11. The command line: evaluation records, flags, main ================================
 
-CHECKPOINT_FORMAT = "barpo-checkpoint-2"
-
-
-def save_checkpoint(path, state):
-    """Write a checkpoint (plain tensors and primitives, so that torch.load(weights_only=True)
-    reads it) to a temporary file and rename it: a crash never leaves half a checkpoint."""
-    tmp = Path(str(path) + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+class UsageError(Exception):
+    """Bad command-line input: the message is printed as one line, and the exit status is 2."""
 
 
-def load_checkpoint(path, env_id=None, device="cpu"):
-    """Returns (agent, obs_norm, state) of a checkpoint.pt; InputError for a missing, broken or
-    foreign file, or (with env_id) an agent of another task. state["config"] is the run's
-    Config, state["env_steps"] how far it trained, state.get("training") what resuming needs."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # torch raises many kinds for a truncated or foreign file
-        raise InputError(f"{path} is not a checkpoint that barpo.py wrote ({type(e).__name__} "
-                         f"while reading it)")
-    formats = ("barpo-checkpoint-1", CHECKPOINT_FORMAT)
-    if not isinstance(state, dict) or state.get("format") not in formats:
-        raise InputError(f"{path} is a torch file but not a checkpoint that barpo.py wrote")
-    if state["format"] == "barpo-checkpoint-1":  # before resuming existed: no training state
-        state["obs_norm"] = {"mean": state["obs_mean"], "var": state["obs_var"],
-                             "count": state["obs_count"]}
-    agent = Agent(state["obs_dim"], state["act_dim"]).to(device)
-    agent.load_state_dict(state["agent"])
-    if env_id is not None and state["config"]["env"] != env_id:
-        raise InputError(f"{path} is an agent for {state['config']['env']}, not for {env_id}")
-    return agent, ObsNormalizer.from_state(state["obs_norm"]), state
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM, with one line saying what was kept, and the exit status."""
+
+    def __init__(self, message, status=130):
+        super().__init__(message)
+        self.status = status
 
 
 def eval_record_name(attacks, eps, episodes):
@@ -1266,13 +1323,24 @@ def eval_record_name(attacks, eps, episodes):
     return f"eval-{'+'.join(attacks)}-eps{eps:g}-{episodes}ep.json"
 
 
-def run_evaluation(agent, obs_norm, info, args, eps, record):
-    """attack_suite with the command line's settings, the record written after every attack
-    (marked partial until the last), and the table printed."""
-    attacks = parse_attacks(args.attacks)
-    result = {**{k: info[k] for k in ("env", "algo", "seed", "total_steps")}, "eps": eps,
-              "episodes": args.episodes, "command": "python " + shlex.join(sys.argv),
-              "made": made_on(), "partial": True, "returns": {}, "worst": None}
+def read_record(path):
+    """An evaluation record, with the attacks' names of today (RENAMED)."""
+    record = json.loads(Path(path).read_text())
+    record["returns"] = {RENAMED.get(k, k): v for k, v in record["returns"].items()}
+    record["worst"] = RENAMED.get(record["worst"], record["worst"])
+    return record
+
+
+def run_evaluation(agent, obs_norm, header, evaluation, record):
+    """attack_suite with the command line's settings, into the record `record`: written after
+    every attack (marked partial until the last), and continued where a partial one stopped."""
+    attacks = parse_attacks(evaluation["attacks"])
+    result = {**header, "episodes": evaluation["episodes"],
+              "command": "python " + shlex.join(sys.argv), "made": made_on(), "partial": True,
+              "returns": {}, "worst": None}
+    if record.exists():  # cut short earlier: keep what finished
+        result["returns"] = read_record(record)["returns"]
+        print(f"{record}: going on after {', '.join(result['returns']) or 'nothing'}")
 
     def keep(table):
         result.update(returns=table, worst=worst_attack(table), partial=len(table) < len(attacks))
@@ -1280,14 +1348,15 @@ def run_evaluation(agent, obs_norm, info, args, eps, record):
         tmp.write_text(json.dumps(result, indent=2))
         os.replace(tmp, record)
 
+    target = Target(agent, obs_norm, header["env"], header["eps"], header["seed"],
+                    header["pgd_steps"], evaluation["attacker_steps"], str(record.with_suffix("")))
     try:
-        attack_suite(agent, obs_norm, info["env"], eps, attacks, args.episodes, info["seed"],
-                     info["pgd_steps"], args.attacker_steps, curve_prefix=record.with_suffix(""),
-                     on_result=keep)
-    except KeyboardInterrupt:
+        keep(attack_suite(target, attacks, evaluation["episodes"], result["returns"], keep)[0])
+    except KeyboardInterrupt as e:
         done = ", ".join(result["returns"]) or "none"
         raise Interrupted(f"interrupted: evaluation stopped; the attacks finished ({done}) are "
-                          f"kept in {record}, marked partial")
+                          f"kept in {record}, marked partial; the same command goes on",
+                          getattr(e, "status", 130))
     print_table(result)
     print(f"\nwrote {record}")
     return result
@@ -1310,16 +1379,37 @@ def print_table(result):
         print(f"{name:10s} {r['mean']:10.1f} {r['std']:9.1f}{mark}")
 
 
-class UsageError(Exception):
-    """Bad command-line input: main() prints the message as one line and exits with status 2."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C, with one line saying what was kept."""
-
-
-TRAINING_FLAGS = ("algo", "total_steps", "seed", "kappa", "kappa_ramp", "spo_guidance", "pgd_steps",
-                  "num_envs", "vector_env", "compile", "checkpoint_every", "init")
+# The flags that set training: (Config field, help, check that the value is usable).
+TRAINING_FLAGS = [
+    ("total_steps", "environment steps of training, rounded down to whole iterations of 2048 "
+                    "(default %(default)s: 1,998,848 steps, the published budget)",
+     lambda v: v >= Config.steps_per_iteration, "is less than one iteration; give at least 2048"),
+    ("seed", f"seed of torch and the environments; evaluation episodes use seed + "
+             f"{EVAL_SEED_OFFSET:,} on (default %(default)s)", lambda v: True, ""),
+    ("spo_guidance", "weight g >= 0 of the clean surrogate added to the ARPO/BARPO objective "
+                     "(default %(default)s)", lambda v: v >= 0, "is negative; give a weight >= 0"),
+    ("pgd_steps", "sign-gradient steps of every PGD attack, in training and evaluation "
+                  "(default %(default)s)", lambda v: v >= 1, "must be at least 1"),
+    ("num_envs", "parallel environments; must divide 2048 (default %(default)s)",
+     lambda v: v >= 1 and Config.steps_per_iteration % v == 0, "must divide 2048 (e.g. 1, 4, 8, 16)"),
+    ("checkpoint_every", "write the resumable checkpoint every N iterations (default %(default)s, about "
+                         "51k steps); Ctrl-C and SIGTERM also write it", lambda v: v >= 1,
+     "must be at least 1"),
+]
+CHOICE_FLAGS = {
+    "algo": (["spo", "arpo", "barpo"], "spo: standard PPO; arpo: PPO against the strongest PGD "
+             "adversary; barpo (default): an adversary of modulated strength kappa"),
+    "vector_env": (["sync", "async"], "sync (default): step the environments one after the "
+                   "other; async: each in its own process, faster only with more free cores "
+                   "than environments"),
+    "device": (["auto", "cpu", "cuda"], "where the networks live; auto (default) is the CPU, "
+               "because with networks this small a GPU trains slower than its machine's CPU "
+               "(README, Speed)"),
+    "compile": (["auto", "on", "off"], "run the minibatch update through torch.compile (the "
+                f"fast path): auto (default) for runs of {COMPILE_MIN_STEPS:,} steps or more, "
+                "where it repays its compile time; off is the eager reference code"),
+}
+EVALUATION_DEFAULTS = {"attacks": ",".join(ATTACKS), "episodes": 50, "attacker_steps": 1_000_000}
 
 
 def parse_args(argv):
@@ -1328,79 +1418,57 @@ def parse_args(argv):
         description="Train SPO, ARPO or BARPO on a gymnasium task with continuous observations "
                     "and actions, then evaluate it under observation attacks. With --resume, "
                     "continue an interrupted run; with --eval, only evaluate a saved agent.",
-        epilog="attacks: " + "; ".join(f"{k}: {v}" for k, v in ATTACKS.items()) + ". The robust "
-               "return is the lowest return over the attacks run.")
-    p.add_argument("--env", default=None,
-                   help="gymnasium task id (default Hopper-v4; with --eval, the checkpoint's task)")
-    p.add_argument("--algo", default="barpo", choices=["spo", "arpo", "barpo"],
-                   help="spo: standard PPO; arpo: PPO against the strongest PGD adversary; "
-                        "barpo (default): an adversary of modulated strength kappa")
-    p.add_argument("--total-steps", type=int, default=Config.total_steps,
-                   help=f"environment steps of training, rounded down to whole iterations of "
-                        f"{Config.steps_per_iteration} (default %(default)s: 1,998,848 steps, "
-                        f"the published budget)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of torch and the environments; evaluation episodes use seed + "
-                        f"{EVAL_SEED_OFFSET:,} on (default %(default)s)")
-    p.add_argument("--eps", type=float, default=None,
+        epilog="attacks: " + "; ".join(f"{k}: {v.description}" for k, v in ATTACKS.items()) +
+               ". The robust return is the lowest return over the attacks run.")
+    flag = lambda name: "--" + name.replace("_", "-")
+    p.add_argument("--env", help="gymnasium task id (default Hopper-v4; with --eval, the "
+                                 "checkpoint's task)")
+    for name, (choices, text) in CHOICE_FLAGS.items():
+        p.add_argument(flag(name), default=getattr(Config, name), choices=choices, help=text)
+    for name, text, *_ in TRAINING_FLAGS:
+        p.add_argument(flag(name), type=type(getattr(Config, name)), default=getattr(Config, name),
+                       help=text, metavar="N" if name == "checkpoint_every" else None)
+    p.add_argument("--eps", type=float,
                    help="radius of the L-infinity ball on the normalized observation; default "
                         "per task: " + ", ".join(f"{k} {v}" for k, v in TASK_EPS.items()) +
                         "; required for other tasks; with --eval, default the checkpoint's")
-    p.add_argument("--kappa", type=float, default=None,
-                   help=f"BARPO's adversary strength in [0, 1], held constant (default {Config.kappa}, "
-                        "chosen by measurement, README)")
-    p.add_argument("--kappa-ramp", type=float, default=None, metavar="FRACTION",
+    p.add_argument("--kappa", type=float,
+                   help=f"BARPO's adversary strength in [0, 1], held constant (default "
+                        f"{Config.kappa}, chosen by measurement, README)")
+    p.add_argument("--kappa-ramp", type=float, metavar="FRACTION",
                    help="BARPO: instead of a constant kappa, ramp it from 0 to 1 over this "
                         "fraction of training (the schedule that wins the notebook's toy)")
-    p.add_argument("--spo-guidance", type=float, default=Config.spo_guidance,
-                   help="weight g >= 0 of the clean surrogate added to the ARPO/BARPO objective "
-                        "(default %(default)s)")
-    p.add_argument("--pgd-steps", type=int, default=Config.pgd_steps,
-                   help="sign-gradient steps of every PGD attack, in training and evaluation "
-                        "(default %(default)s)")
-    p.add_argument("--num-envs", type=int, default=Config.num_envs,
-                   help=f"parallel environments; must divide {Config.steps_per_iteration} "
-                        f"(default %(default)s)")
-    p.add_argument("--vector-env", default="sync", choices=["sync", "async"],
-                   help="sync (default): step the environments one after the other; async: each "
-                        "in its own process, faster only with more free cores than environments")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="where the networks live; auto (default) is the CPU, because with networks "
-                        "this small a GPU trains slower than its machine's CPU (README, Speed)")
-    p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
-                   help="run the minibatch update through torch.compile (the fast path): auto "
-                        f"(default) for runs of {COMPILE_MIN_STEPS:,} steps or more, where it "
-                        "repays its compile time; off is the eager reference code")
-    p.add_argument("--checkpoint-every", type=int, default=Config.checkpoint_every, metavar="N",
-                   help="write the resumable checkpoint every N iterations (default %(default)s, "
-                        "about 51k steps); Ctrl-C also writes it")
-    p.add_argument("--out", default=None,
-                   help="training: the run folder (default runs/<env>-<algo>-seed<seed>); --eval: "
-                        "the folder for the evaluation record (default the checkpoint's folder)")
-    p.add_argument("--episodes", type=int, default=50,
-                   help="evaluation episodes per attack (default %(default)s)")
-    p.add_argument("--attacks", default=",".join(ATTACKS),
-                   help="comma-separated evaluation attacks (default all: %(default)s; see below)")
-    p.add_argument("--attacker-steps", type=int, default=1_000_000,
-                   help="PPO steps at least for each learned attacker (optimal, paad), which then "
+    p.add_argument("--out", help="training: the run folder (default runs/<env>-<algo>-seed<seed>); "
+                                 "--eval: the folder for the evaluation record (default the "
+                                 "checkpoint's folder)")
+    p.add_argument("--episodes", type=int,
+                   help="evaluation episodes per attack (default 50; with --resume, the run's)")
+    p.add_argument("--attacks", help=f"comma-separated evaluation attacks (default all: "
+                                     f"{EVALUATION_DEFAULTS['attacks']}; with --resume, the "
+                                     f"run's; see below)")
+    p.add_argument("--attacker-steps", type=int,
+                   help="PPO steps at least for each learned attacker (sarl, paad), which then "
                         "trains on until its return plateaus, at most twice as long (default "
-                        "%(default)s)")
-    p.add_argument("--eval", default=None, metavar="CHECKPOINT",
+                        "1,000,000; with --resume, the run's)")
+    p.add_argument("--eval", metavar="CHECKPOINT",
                    help="only evaluate this checkpoint.pt; writes eval-<attacks>-eps<eps>-<n>ep.json "
-                        "beside it (or into --out) and never replaces an existing record")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR",
-                   help="continue the interrupted run in RUN_DIR from its checkpoint, with the "
-                        "settings it started with, then evaluate it")
-    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                        "beside it (or into --out) and never replaces a finished record: a record "
+                        "cut short is completed")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the interrupted run in RUN_DIR (or of its checkpoint.pt) with "
+                        "the settings it started with, then evaluate it")
+    p.add_argument("--init", metavar="CHECKPOINT",
                    help="warm start from this checkpoint's weights and normalizer, e.g. an SPO agent")
     args = p.parse_args(argv)
-    args.given = {name for name in TRAINING_FLAGS if getattr(args, name) != p.get_default(name)}
+    training = ["algo", "kappa", "kappa_ramp", "init", *(f[0] for f in TRAINING_FLAGS),
+                "vector_env", "compile"]
+    args.given = {name for name in training if getattr(args, name) != p.get_default(name)}
     return args
 
 
 def config_from_args(args):
     """Turn command-line arguments into a Config, rejecting bad input with a UsageError."""
-    env_id = args.env or "Hopper-v4"
+    env_id = args.env or Config.env
     check_task(env_id)  # before anything else: nothing else matters for a task we cannot run
     ramp = args.kappa_ramp is not None
     if ramp and args.kappa is not None:
@@ -1408,34 +1476,34 @@ def config_from_args(args):
     if (args.kappa is not None or ramp) and args.algo != "barpo":
         raise UsageError(f"--kappa and --kappa-ramp set BARPO's strength, but --algo is {args.algo} "
                          f"(spo is kappa 0, arpo kappa 1); drop them or use --algo barpo")
-    cfg = Config(env=env_id, algo=args.algo, total_steps=args.total_steps, seed=args.seed,
-                 eps=default_eps(env_id) if args.eps is None else args.eps,
-                 kappa_schedule="ramp" if ramp else "constant",
-                 kappa=Config.kappa if args.kappa is None else args.kappa,
-                 kappa_ramp=args.kappa_ramp if ramp else Config.kappa_ramp,
-                 spo_guidance=args.spo_guidance, pgd_steps=args.pgd_steps, num_envs=args.num_envs,
-                 vector_env=args.vector_env, device=args.device, compile=args.compile,
-                 checkpoint_every=args.checkpoint_every)
-    check_eps(cfg.eps)
-    checks = [(0.0 <= cfg.kappa <= 1.0,
-               f"--kappa {cfg.kappa} is outside [0, 1]; give a strength in [0, 1]"),
-              (0.0 < cfg.kappa_ramp <= 1.0,
-               f"--kappa-ramp {cfg.kappa_ramp} must be a fraction in (0, 1]"),
-              (cfg.spo_guidance >= 0,
-               f"--spo-guidance {cfg.spo_guidance} is negative; give a weight >= 0"),
-              (cfg.pgd_steps >= 1, f"--pgd-steps {cfg.pgd_steps} must be at least 1"),
-              (cfg.num_envs >= 1 and cfg.steps_per_iteration % cfg.num_envs == 0,
-               f"--num-envs {cfg.num_envs} must divide {cfg.steps_per_iteration} (e.g. 1, 4, 8, 16)"),
-              (cfg.total_steps >= cfg.steps_per_iteration,
-               f"--total-steps {cfg.total_steps} is less than one iteration; give at least "
-               f"{cfg.steps_per_iteration}"),
-              (cfg.checkpoint_every >= 1,
-               f"--checkpoint-every {cfg.checkpoint_every} must be at least 1")]
-    for ok, message in checks:
-        if not ok:
-            raise UsageError(message)
-    check_eval_args(args)
-    return cfg
+    if args.kappa is not None and not 0.0 <= args.kappa <= 1.0:
+        raise UsageError(f"--kappa {args.kappa} is outside [0, 1]; give a strength in [0, 1]")
+    if ramp and not 0.0 < args.kappa_ramp <= 1.0:
+        raise UsageError(f"--kappa-ramp {args.kappa_ramp} must be a fraction in (0, 1]")
+    for name, _, usable, problem in TRAINING_FLAGS:
+        if not usable(getattr(args, name)):
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} {problem}")
+    eps = default_eps(env_id) if args.eps is None else args.eps
+    check_eps(eps)
+    return Config(env=env_id, eps=eps, kappa_schedule="ramp" if ramp else "constant",
+                  kappa=Config.kappa if args.kappa is None else args.kappa,
+                  kappa_ramp=args.kappa_ramp if ramp else Config.kappa_ramp,
+                  evaluation=evaluation_settings(args),
+                  **{name: getattr(args, name) for name in [*CHOICE_FLAGS, *(f[0] for f in TRAINING_FLAGS)]})
+
+
+def evaluation_settings(args, saved=None):
+    """--attacks, --episodes and --attacker-steps: as given, else as the run started, else the
+    defaults."""
+    settings = {**EVALUATION_DEFAULTS, **(saved or {})}
+    settings.update({k: getattr(args, k) for k in settings if getattr(args, k) is not None})
+    if settings["episodes"] < 1:
+        raise UsageError(f"--episodes {settings['episodes']} must be at least 1")
+    if settings["attacker_steps"] < 2048:
+        raise UsageError(f"--attacker-steps {settings['attacker_steps']} is less than one "
+                         f"iteration; give at least 2048")
+    settings["attacks"] = ",".join(parse_attacks(settings["attacks"]))
+    return settings
 
 
 def check_task(env_id):
@@ -1459,17 +1527,8 @@ def check_eps(eps):
         raise UsageError(f"--eps {eps} must be a finite number >= 0")
 
 
-def check_eval_args(args):
-    if args.episodes < 1:
-        raise UsageError(f"--episodes {args.episodes} must be at least 1")
-    if args.attacker_steps < 2048:
-        raise UsageError(f"--attacker-steps {args.attacker_steps} is less than one iteration; "
-                         f"give at least 2048")
-    parse_attacks(args.attacks)
-
-
 def parse_attacks(text):
-    names = [a.strip() for a in text.split(",") if a.strip()]
+    names = [RENAMED.get(a.strip(), a.strip()) for a in text.split(",") if a.strip()]
     unknown = [a for a in names if a not in ATTACKS]
     if unknown or not names:
         raise UsageError(f"unknown attack(s) {unknown or text!r} in --attacks; choose from "
@@ -1485,23 +1544,13 @@ def pick_device(name):
     return torch.device("cpu" if name == "auto" else name)
 
 
-def read_checkpoint(path, flag, env_id=None, device="cpu"):
-    """load_checkpoint for the command line: its errors become one line naming the flag."""
+def checkpoint_for(flag, path, env_id=None, device="cpu"):
+    """load_checkpoint, its errors said as the command line's: one line naming the flag."""
     try:
-        agent, obs_norm, state = load_checkpoint(path, device=device)
+        return load_checkpoint(path, env_id, device)
     except InputError as e:
-        raise UsageError(f"{e}; give {flag} the checkpoint.pt of a barpo.py run")
-    task = state["config"]["env"]
-    if env_id is not None and task != env_id:
-        raise UsageError(f"{path} is an agent for {task}, not for {env_id}; use a checkpoint of "
-                         f"{env_id}, or --env {task}")
-    try:
-        envs = make_envs(task, 1)
-        check_sizes(agent, envs, task)
-        envs.close()
-    except InputError as e:
-        raise UsageError(f"{path}: {e}; give {flag} a checkpoint of this task")
-    return agent, obs_norm, state
+        raise UsageError(f"{e}; give {flag} the checkpoint.pt of a barpo.py run"
+                         + (f" of {env_id}, or drop --env" if env_id else ""))
 
 
 def main(argv=None):
@@ -1523,52 +1572,81 @@ def main(argv=None):
 
 
 def evaluate_command(args):
-    device = pick_device(args.device)
-    agent, obs_norm, state = read_checkpoint(args.eval, "--eval", args.env, device)
-    info = {**state["config"], "total_steps": state["env_steps"]}
-    eps = info["eps"] if args.eps is None else args.eps
+    agent, obs_norm, state = checkpoint_for("--eval", args.eval, args.env, pick_device(args.device))
+    config = state["config"]
+    eps = config["eps"] if args.eps is None else args.eps
     check_eps(eps)
-    check_eval_args(args)
+    evaluation = evaluation_settings(args)
     out_dir = Path(args.out or Path(args.eval).parent)
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = out_dir / eval_record_name(parse_attacks(args.attacks), eps, args.episodes)
-    if record.exists():
+    record = out_dir / eval_record_name(parse_attacks(evaluation["attacks"]), eps,
+                                        evaluation["episodes"])
+    if record.exists() and not read_record(record).get("partial"):
         raise UsageError(f"{record} already holds this evaluation; to make it again, give another "
                          f"--out folder (it is never replaced)")
-    return run_evaluation(agent, obs_norm, info, args, eps, record)
+    return run_evaluation(agent, obs_norm, record_header(config, state["env_steps"], eps),
+                          evaluation, record)
+
+
+def record_header(config, total_steps, eps):
+    """What an evaluation record says of the agent it evaluated."""
+    return {**{k: config[k] for k in ("env", "algo", "seed")}, "total_steps": total_steps,
+            "eps": eps, "pgd_steps": config["pgd_steps"]}
 
 
 def train_command(args):
     cfg = config_from_args(args)
     device = pick_device(args.device)
-    out_dir = Path(args.out or f"runs/{cfg.env}-{cfg.algo}-seed{cfg.seed}")
-    if any((out_dir / name).exists() for name in ("checkpoint.pt", "eval.json")):
-        raise UsageError(f"{out_dir} already holds a run; continue it with --resume {out_dir}, or "
+    run_dir = Path(args.out or f"runs/{cfg.env}-{cfg.algo}-seed{cfg.seed}")
+    if any((run_dir / name).exists() for name in ("checkpoint.pt", "eval.json")):
+        raise UsageError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or "
                          f"give another --out")
     torch.manual_seed(cfg.seed)
     envs = make_envs(cfg.env, cfg.num_envs, cfg.vector_env)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     agent, obs_norm = Agent(obs_dim, act_dim).to(device), ObsNormalizer(obs_dim)
     if args.init:
-        agent, obs_norm, _ = read_checkpoint(args.init, "--init", cfg.env, device)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return run_training(cfg, envs, agent, obs_norm, out_dir, args, resume=None)
+        agent, obs_norm, _ = checkpoint_for("--init", args.init, cfg.env, device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_training(cfg, envs, agent, obs_norm, run_dir)
 
 
 def resume_command(args):
-    run_dir = Path(args.resume)
-    agent, obs_norm, state = read_checkpoint(run_dir / "checkpoint.pt", "--resume",
-                                             device=pick_device(args.device))
+    given = Path(args.resume)
+    run_dir = given.parent if given.is_file() else given
+    agent, obs_norm, state = checkpoint_for("--resume", run_dir / "checkpoint.pt",
+                                            device=pick_device(args.device))
     if "training" not in state:
         raise UsageError(f"{run_dir / 'checkpoint.pt'} holds an agent but no training state "
                          f"(written by an older barpo.py); evaluate it with --eval instead")
     cfg = Config(**state["config"])
-    check_eval_args(args)
+    cfg.evaluation = evaluation_settings(args, cfg.evaluation)
     envs = make_envs(cfg.env, cfg.num_envs, cfg.vector_env)
-    return run_training(cfg, envs, agent, obs_norm, run_dir, args, resume=state["training"])
+    return run_training(cfg, envs, agent, obs_norm, run_dir, resume=state["training"])
 
 
-def run_training(cfg, envs, agent, obs_norm, run_dir, args, resume):
+class StopAtIterationEnd:
+    """While training, Ctrl-C and SIGTERM (what `kill` and cluster schedulers send) ask it to
+    stop when the iteration in progress ends, which is then checkpointed; a second one stops it
+    at once, losing the iterations since the last checkpoint."""
+
+    def __enter__(self):
+        self.received, signals = None, (signal.SIGINT, signal.SIGTERM)
+        in_main_thread = threading.current_thread() is threading.main_thread()  # where handlers go
+        self.previous = {s: signal.signal(s, self.ask) for s in signals if in_main_thread}
+        return self
+
+    def ask(self, signum, frame):
+        self.received = signum
+        signal.signal(signum, self.previous[signum])
+        print("stopping when this iteration ends (once more to stop at once)", flush=True)
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def run_training(cfg, envs, agent, obs_norm, run_dir, resume=None):
     """Train (or go on training) into run_dir, then evaluate into run_dir/eval.json."""
     trained = cfg.iterations * cfg.steps_per_iteration
     done = resume["iteration"] if resume else 0
@@ -1577,27 +1655,40 @@ def run_training(cfg, envs, agent, obs_norm, run_dir, args, resume):
           f"compile {'on' if wants_compile(cfg) else 'off'}, run folder {run_dir}"
           + (f"; resuming after iteration {done}" if resume else ""))
     checkpoint = run_dir / "checkpoint.pt"
+    stopping = StopAtIterationEnd()
     try:
-        if done < cfg.iterations:
-            rows = train(cfg, envs, agent, obs_norm, run_dir / "metrics.csv", checkpoint, resume)
-            print(f"trained {trained:,} steps in {rows[-1]['wall_time_s']:.0f} s; evaluating")
-    except KeyboardInterrupt:
-        if not checkpoint.exists():
-            raise Interrupted("interrupted before the first iteration finished; nothing to keep")
-        saved = load_checkpoint(checkpoint)[2]["training"]["iteration"]
-        raise Interrupted(f"interrupted: {checkpoint} holds iteration {saved} of {cfg.iterations}; "
-                          f"continue with: python barpo.py --resume {run_dir}")
+        with stopping:
+            if done < cfg.iterations:
+                rows = train(cfg, envs, agent, obs_norm, run_dir=run_dir, resume=resume,
+                             stop=lambda rows: stopping.received is not None)
+    except KeyboardInterrupt as e:  # a second signal: stopped at once
+        stopping.received = signal.SIGTERM if getattr(e, "status", 130) == 143 else signal.SIGINT
     finally:
         envs.close()
+    if stopping.received is not None:
+        status = 143 if stopping.received == signal.SIGTERM else 130
+        if not checkpoint.exists():
+            raise Interrupted("interrupted before the first checkpoint; nothing to keep", status)
+        saved = load_checkpoint(checkpoint)[2]["training"]["iteration"]
+        raise Interrupted(f"interrupted: {checkpoint} holds iteration {saved} of {cfg.iterations}; "
+                          f"continue with: python barpo.py --resume {run_dir}", status)
+    if done < cfg.iterations:
+        print(f"trained {trained:,} steps in {rows[-1]['wall_time_s']:.0f} s; evaluating")
     record = run_dir / "eval.json"
-    if record.exists() and not json.loads(record.read_text()).get("partial"):
+    if record.exists() and not read_record(record).get("partial"):
         print(f"{run_dir} is trained and evaluated ({record}); nothing left to do")
-        return json.loads(record.read_text())
-    info = {**dataclasses.asdict(cfg), "total_steps": trained}
-    return run_evaluation(agent, obs_norm, info, args, cfg.eps, record)
+        return read_record(record)
+    header = record_header(dataclasses.asdict(cfg), trained, cfg.eps)
+    return run_evaluation(agent, obs_norm, header, cfg.evaluation, record)
+
+
+def terminated(signum, frame):
+    """SIGTERM outside training: stop as Ctrl-C does (what finished is kept), status 143."""
+    raise Interrupted("terminated", status=143)
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, terminated)
     try:
         main()
     except UsageError as e:
@@ -1605,4 +1696,4 @@ if __name__ == "__main__":
         sys.exit(2)
     except KeyboardInterrupt as e:
         print(f"\n{e or 'interrupted'}", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(getattr(e, "status", 130))
