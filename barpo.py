@@ -43,6 +43,7 @@ critic instead of counting as the end of the episode (`Rollout.collect`).
 """
 
 import argparse
+import contextlib
 import copy
 import csv
 import dataclasses
@@ -519,10 +520,9 @@ CHECKPOINT_FORMAT = "barpo-checkpoint-2"
 
 
 def one_thread(fn):
-    """Run fn with one torch thread. The networks are tiny: a second thread costs more than it
-    gives, and where other processes share the cores, threads that wait on each other can make a
-    call many times slower. Every entry point of the library does this, so a notebook is as fast
-    as the command line."""
+    """Run fn with one torch thread: the networks are tiny, a second thread costs more than it
+    gives, and threads that wait on each other on shared cores can make a call many times slower.
+    Every entry point of the library does this, so a notebook is as fast as the command line."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         before = torch.get_num_threads()
@@ -540,19 +540,15 @@ def train(cfg, envs, agent, obs_norm, *, run_dir=None, resume=None, stop=None, l
     learned attackers' plateau rule, the command line's Ctrl-C). Returns this call's metrics rows.
 
     run_dir: metrics.csv there gets a row per iteration, and checkpoint.pt the whole training
-    state (`training_state`) every cfg.checkpoint_every iterations and when training ends, so an
-    interrupted run loses at most that many iterations. resume: such a state; training goes on
-    from it exactly as if it had not stopped (MuJoCo tasks in sync envs; others start new
-    episodes).
+    state every cfg.checkpoint_every iterations and when training ends. resume: such a state;
+    training goes on from it exactly as if it had not stopped (MuJoCo tasks in sync envs).
     """
-    device = next(agent.parameters()).device
     optimizer = make_optimizer(agent, cfg)
     rollout = Rollout(envs, agent, obs_norm, cfg)
-    update = compiled_minibatch_update(device, log) if wants_compile(cfg) else minibatch_update
+    update = compiled_minibatch_update(rollout.device, log) if wants_compile(cfg) else minibatch_update
     first = restore_training(resume, rollout, optimizer, cfg) if resume else 0
     elapsed = resume["wall_time_s"] if resume else 0.0
     metrics = open_metrics(run_dir / "metrics.csv", keep_rows=first) if run_dir else None
-    writer = csv.DictWriter(metrics, METRICS) if metrics else None
     start = last_print = time.perf_counter()
     rows, durations = [], []
     try:
@@ -568,13 +564,12 @@ def train(cfg, envs, agent, obs_norm, *, run_dir=None, resume=None, stop=None, l
                          "sps": round(cfg.steps_per_iteration / (now - began), 1),
                          "episode_return": round(recent, 2),
                          **{key: round(stats[key], digits) for key, digits in ROUNDING.items()}})
-            if writer:
-                writer.writerow(rows[-1])
+            if metrics:
+                csv.DictWriter(metrics, METRICS).writerow(rows[-1])
                 metrics.flush()
             last = k + 1 == cfg.iterations or (stop is not None and stop(rows))
             if run_dir and (last or (k + 1) % cfg.checkpoint_every == 0):
-                save_checkpoint(run_dir / "checkpoint.pt",
-                                training_state(cfg, rollout, optimizer, rows[-1]))
+                save_checkpoint(run_dir / "checkpoint.pt", training_state(cfg, rollout, optimizer, rows[-1]))
             if now - last_print > 5 or last:
                 last_print = now
                 log(progress_line(cfg, rows[-1], durations))
@@ -588,22 +583,20 @@ def train(cfg, envs, agent, obs_norm, *, run_dir=None, resume=None, stop=None, l
 
 def progress_line(cfg, row, durations):
     """The time left is judged from the iterations after the first two (the first compiles the
-    fast path); before there are any, no estimate is printed."""
-    line = (f"it {row['iteration']}/{cfg.iterations} | steps {row['env_steps']:,} | "
-            f"{row['sps']:,.0f} steps/s")
+    fast path); before there are any, none is printed."""
+    line = f"it {row['iteration']}/{cfg.iterations} | steps {row['env_steps']:,} | {row['sps']:,.0f} steps/s"
     iterations_left = cfg.iterations - row["iteration"]
     if iterations_left == 0 or len(durations) > 2:
         left = iterations_left * np.mean(durations[2:][-50:]) if iterations_left else 0.0
         line += f" | left {left / 60:.1f} min"
     line += f" | return {row['episode_return']:.1f}"
     if cfg.algo != "spo":  # SPO's (and a learned attacker's) kappa, eps and attack KL are 0
-        line += (f" | kappa {row['kappa']:.2f} | eps {row['eps']:.4f} | "
-                 f"attack KL {row['attack_kl']:.2e}")
+        line += f" | kappa {row['kappa']:.2f} | eps {row['eps']:.4f} | attack KL {row['attack_kl']:.2e}"
     return line
 
 
 def open_metrics(path, keep_rows):
-    """metrics.csv for appending, holding the rows of the first keep_rows iterations (those a
+    """metrics.csv for appending, holding the rows of the first keep_rows iterations (those the
     checkpoint holds: a run killed between checkpoints wrote more)."""
     if keep_rows:
         path.write_text("".join(path.read_text().splitlines(keepends=True)[:keep_rows + 1]))
@@ -614,17 +607,23 @@ def open_metrics(path, keep_rows):
 
 
 def training_state(cfg, rollout, optimizer, row):
-    """Everything a checkpoint needs to resume exactly: weights and statistics, optimizer, rollout
-    and environments, random generators. Plain tensors and primitives, so that
-    torch.load(weights_only=True) reads it; saved at once, so nothing needs copying."""
-    agent = rollout.agent
-    return {"format": CHECKPOINT_FORMAT, "agent": agent.state_dict(),
-            "obs_norm": normalizer_state(rollout.obs_norm), "config": dataclasses.asdict(cfg),
-            "obs_dim": agent.mu[0].in_features, "act_dim": agent.log_std.numel(),
-            "env_steps": row["env_steps"],
-            "training": {"iteration": row["iteration"], "wall_time_s": row["wall_time_s"],
-                         "optimizer": optimizer.state_dict(), "rollout": rollout_state(rollout),
-                         "envs": env_state(rollout.envs), "rng": rng_state()}}
+    """Everything a checkpoint needs to resume exactly, as plain tensors and primitives (so that
+    torch.load(weights_only=True) reads it); saved at once, so nothing needs copying."""
+    agent, scaler = rollout.agent, rollout.reward_scaler
+    state = {"format": CHECKPOINT_FORMAT, "agent": agent.state_dict(),
+             "obs_norm": normalizer_state(rollout.obs_norm), "config": dataclasses.asdict(cfg),
+             "obs_dim": agent.mu[0].in_features, "act_dim": agent.log_std.numel(),
+             "env_steps": row["env_steps"]}
+    rollout_now = {"raw_obs": torch.as_tensor(rollout.raw_obs), "finished": [float(x) for x in rollout.finished],
+                   "episode_return": torch.as_tensor(rollout.episode_return),
+                   "reward_stats": normalizer_state(scaler.stats), "reward_ret": torch.as_tensor(scaler.ret)}
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    state["training"] = {"iteration": row["iteration"], "wall_time_s": row["wall_time_s"],
+                         "optimizer": optimizer.state_dict(), "rollout": rollout_now,
+                         "envs": env_state(rollout.envs), "rng": rng}
+    return state
 
 
 def restore_training(state, rollout, optimizer, cfg):
@@ -637,7 +636,7 @@ def restore_training(state, rollout, optimizer, cfg):
     rollout.reward_scaler.ret = saved["reward_ret"].numpy()
     if state["envs"] is not None and env_state(rollout.envs) is not None:
         set_env_state(rollout.envs, state["envs"])
-    else:  # no simulator state to restore: new episodes
+    else:  # no simulator state to restore (async envs, other simulators): new episodes
         rollout.raw_obs, _ = rollout.envs.reset(seed=cfg.seed + state["iteration"])
         rollout.episode_return[:] = 0.0
     torch.set_rng_state(state["rng"]["torch"])
@@ -646,46 +645,27 @@ def restore_training(state, rollout, optimizer, cfg):
     return state["iteration"]
 
 
-def rollout_state(rollout):
-    return {"raw_obs": torch.as_tensor(rollout.raw_obs),
-            "episode_return": torch.as_tensor(rollout.episode_return),
-            "finished": [float(x) for x in rollout.finished],
-            "reward_stats": normalizer_state(rollout.reward_scaler.stats),
-            "reward_ret": torch.as_tensor(rollout.reward_scaler.ret)}
-
-
 def normalizer_state(norm):
-    return {"mean": torch.as_tensor(norm.mean), "var": torch.as_tensor(norm.var),
-            "count": float(norm.count)}
+    return {"mean": torch.as_tensor(norm.mean), "var": torch.as_tensor(norm.var), "count": float(norm.count)}
 
 
 def normalizer_from_state(state):
     norm = ObsNormalizer(len(state["mean"]))
-    norm.mean, norm.var = state["mean"].cpu().numpy(), state["var"].cpu().numpy()
-    norm.count = state["count"]
+    norm.mean, norm.var, norm.count = state["mean"].cpu().numpy(), state["var"].cpu().numpy(), state["count"]
     return norm
 
 
-def rng_state():
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
 def env_state(envs):
-    """What a sync vector env of MuJoCo tasks needs to go on exactly where it is: each
-    simulation's integration state, its time-limit counter and its random generator. None for
-    other envs (async ones, other simulators): a resumed run starts new episodes there."""
+    """What sync MuJoCo envs need to go on exactly where they are: each simulation's integration
+    state, time-limit counter and random generator. None for other envs."""
     states = []
     for env in getattr(envs, "envs", [None]):
         sim = getattr(env, "unwrapped", None)
         if not hasattr(sim, "data"):
             return None
         import mujoco  # here, not at the top: other simulators' tasks run without it
-        spec = mujoco.mjtState.mjSTATE_INTEGRATION
-        state = np.empty(mujoco.mj_stateSize(sim.model, spec))
-        mujoco.mj_getState(sim.model, sim.data, state, spec)
+        state = np.empty(mujoco.mj_stateSize(sim.model, mujoco.mjtState.mjSTATE_INTEGRATION))
+        mujoco.mj_getState(sim.model, sim.data, state, mujoco.mjtState.mjSTATE_INTEGRATION)
         states.append({"sim": torch.as_tensor(state), "elapsed": time_limit(env)._elapsed_steps,
                        "rng": sim.np_random.bit_generator.state})
     return states
@@ -695,8 +675,7 @@ def set_env_state(envs, states):
     import mujoco
     for env, state in zip(envs.envs, states):
         sim = env.unwrapped
-        mujoco.mj_setState(sim.model, sim.data, state["sim"].numpy(),
-                           mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_setState(sim.model, sim.data, state["sim"].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)
         time_limit(env)._elapsed_steps = state["elapsed"]
         sim.np_random.bit_generator.state = state["rng"]
 
@@ -716,52 +695,42 @@ def save_checkpoint(path, state):
 
 def load_checkpoint(path, env_id=None, device="cpu"):
     """Returns (agent, obs_norm, state) of a checkpoint.pt; InputError for a missing, broken or
-    foreign file, an agent whose sizes do not fit its task, or (with env_id) an agent of another
-    task. state["config"] is the run's Config, state["env_steps"] how far it trained,
-    state.get("training") what resuming needs."""
+    foreign file, an agent whose sizes do not fit its task, or (with env_id) one of another task.
+    state["config"] is the run's Config, state["env_steps"] how far it trained."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # torch raises many kinds for a truncated or foreign file
-        raise InputError(f"{path} is not a checkpoint that barpo.py wrote ({type(e).__name__} "
-                         f"while reading it)")
-    formats = ("barpo-checkpoint-1", CHECKPOINT_FORMAT)
-    if not isinstance(state, dict) or state.get("format") not in formats:
+        raise InputError(f"{path} is not a checkpoint that barpo.py wrote ({type(e).__name__} while reading it)")
+    if not isinstance(state, dict) or state.get("format") not in ("barpo-checkpoint-1", CHECKPOINT_FORMAT):
         raise InputError(f"{path} is a torch file but not a checkpoint that barpo.py wrote")
     if state["format"] == "barpo-checkpoint-1":  # before resuming existed: no training state
-        state["obs_norm"] = {"mean": state["obs_mean"], "var": state["obs_var"],
-                             "count": state["obs_count"]}
+        state["obs_norm"] = {"mean": state["obs_mean"], "var": state["obs_var"], "count": state["obs_count"]}
     task = state["config"]["env"]
     if env_id is not None and task != env_id:
         raise InputError(f"{path} is an agent for {task}, not for {env_id}")
     agent = Agent(state["obs_dim"], state["act_dim"]).to(device)
     agent.load_state_dict(state["agent"])
-    envs = make_envs(task, 1)
-    try:
+    with contextlib.closing(make_envs(task, 1)) as envs:
         check_sizes(agent, envs, task)
-    finally:
-        envs.close()
     return agent, normalizer_from_state(state["obs_norm"]), state
 
 
 # ==== 9. The fast path: the same minibatch update, compiled =================================
 #
-# Why it is needed: a minibatch is 64 samples through 64x64 networks, and the robust update runs
-# 10 PGD iterations of forward and backward on it, so eagerly nearly all the time goes to Python
-# and framework overhead per tiny operation (on a GPU, to a kernel launch each). torch.compile
-# traces the whole update (PGD, loss, gradient, clipping, Adam) into one graph of fused kernels.
-# What it buys: ARPO and BARPO train about 3.3x faster on a CPU, SPO about 1.5x (README, Speed).
-# What it asks of the method's code, none of which changes a result: kappa and eps are 0-d
-# tensors (`Strength`), so that changing them every iteration does not recompile; PGD's input
-# gradient is taken by torch.func.grad while compiling (`input_gradient`), which the compiler
-# traces, where eagerly torch.autograd.grad is the faster; Adam is fused (one kernel for all
-# parameters). The eager `minibatch_update` stays the reference; a test checks that both agree.
+# A minibatch is 64 samples through 64x64 networks, and the robust update runs 10 PGD iterations
+# of forward and backward on it, so eagerly nearly all the time goes to Python and framework
+# overhead per tiny operation (on a GPU, to a kernel launch each). torch.compile traces the whole
+# update (PGD, loss, gradient, clipping, Adam) into one graph of fused kernels. It buys about 3.3x
+# for ARPO and BARPO on a CPU, 1.5x for SPO (README, Speed). What it asks of the method's code,
+# changing no result: kappa and eps are 0-d tensors (`Strength`), so that new values each
+# iteration do not recompile; PGD's input gradient is taken by torch.func.grad while compiling
+# (`input_gradient`: the compiler traces it, where eagerly torch.autograd.grad is faster); Adam
+# is fused. The eager `minibatch_update` stays the reference; a test checks that both agree.
 
-# Compiling costs tens of seconds once per process (less when inductor's disk cache is warm);
-# below this many steps it costs more than it saves.
-COMPILE_MIN_STEPS = 200_000
+COMPILE_MIN_STEPS = 200_000  # compiling costs tens of seconds once; shorter runs do not repay it
 
 
 def wants_compile(cfg):
@@ -784,9 +753,8 @@ def optimizer_params(optimizer):
 
 
 def functional_minibatch_update(loss_module, optimizer, lrs, mb, strength, cfg):
-    """minibatch_update as one function the compiler can trace: the gradient by torch.func
-    instead of .backward(), the same clipping, and torch's own functional Adam on the
-    optimizer's state."""
+    """minibatch_update as one traceable function: the gradient by torch.func instead of
+    .backward(), the same clipping, and torch's own functional Adam on the optimizer's state."""
     params = optimizer_params(optimizer)
     with torch.no_grad():  # torch.func.grad differentiates all the same; Adam updates in place
         grads, stats = torch.func.grad(lambda ps: torch.func.functional_call(
@@ -799,11 +767,10 @@ def functional_minibatch_update(loss_module, optimizer, lrs, mb, strength, cfg):
             ps, gs = group["params"], grads[first:first + len(group["params"])]
             first += len(ps)
             state = [optimizer.state[p] for p in ps]
-            beta1, beta2 = group["betas"]
             functional_adam(ps, gs, [s["exp_avg"] for s in state], [s["exp_avg_sq"] for s in state],
                             [], [s["step"] for s in state], foreach=False, capturable=True,
-                            amsgrad=False, beta1=beta1, beta2=beta2, lr=lr, weight_decay=0.0,
-                            eps=group["eps"], maximize=False)
+                            amsgrad=False, beta1=group["betas"][0], beta2=group["betas"][1], lr=lr,
+                            weight_decay=0.0, eps=group["eps"], maximize=False)
     return stats
 
 
@@ -835,13 +802,12 @@ def compiled_minibatch_update(device, log=print):
 
 
 def compile_or_fallback(fn, fallback, device, log):
-    """torch.compile(fn) as one graph (and on CUDA a replayed CUDA graph). Where compiling fails
-    (no C++ compiler, an unsupported Python) the first call says so in one line and fallback,
-    called with the same arguments, serves from then on. Random numbers are drawn as eagerly."""
+    """torch.compile(fn) as one graph (on CUDA a replayed CUDA graph). Where compiling fails (no
+    C++ compiler, an unsupported Python) the first call says so in one line and fallback, called
+    with the same arguments, serves from then on. Random numbers are drawn as eagerly."""
     import torch._inductor.config
     torch._inductor.config.fallback_random = True
-    compiled = torch.compile(fn, fullgraph=True,
-                             mode="reduce-overhead" if device.type == "cuda" else None)
+    compiled = torch.compile(fn, fullgraph=True, mode="reduce-overhead" if device.type == "cuda" else None)
     failed = []
 
     def call(*args):
@@ -865,19 +831,16 @@ def compile_or_fallback(fn, fallback, device, log):
 # A run of seed s evaluates on episodes reset(seed=s + EVAL_SEED_OFFSET + i), i = 0..episodes-1:
 # never a seed that training used, and the same episodes for every attack.
 EVAL_SEED_OFFSET = 10_000
-# The learned attacks of a run of seed s train with seed s + offset.
-ATTACKER_SEED_OFFSET = {"sarl": 1, "paad": 2, "rs": 3}
-# The SA-RL attacker was called "optimal" (the DESIGN's name) in records before it was renamed.
-RENAMED = {"optimal": "sarl"}
+ATTACKER_SEED_OFFSET = {"sarl": 1, "paad": 2, "rs": 3}  # a learned attack trains with seed s + offset
+RENAMED = {"optimal": "sarl"}  # SA-RL was called "optimal" (the DESIGN's name) in older records
 
 
 def make_attack(name, agent, eps, pgd_steps=10):
     """The attacks that need no training, as functions o -> o_hat: none, random, critic (PGD
     lowering the agent's own value estimate V(o_hat)) and mad (PGD maximizing KL(pi(.|o) ||
     pi(.|o_hat)), the maximal action difference). rs, sarl and paad learn first (`attack_suite`)."""
-    if name in LEARNED:
-        raise InputError(f"the {name} attack is learned, not made: prepare it with attack_suite, "
-                         f"or {LEARNED[name]}")
+    if name in ("rs", "sarl", "paad"):
+        raise InputError(f"the {name} attack is learned, not made: prepare it with attack_suite")
     if name not in ATTACKS:
         raise InputError(f"unknown attack {name!r}; the attacks are {', '.join(ATTACKS)}")
     if name == "none" or eps == 0:
@@ -890,9 +853,8 @@ def make_attack(name, agent, eps, pgd_steps=10):
     def mad(obs):
         with torch.no_grad():
             mu_clean = agent.mu(obs)
-        kl = lambda o_hat: gaussian_kl(mu_clean, agent.mu(o_hat), agent.log_std.detach())
-        return pgd_attack(obs, lambda o_hat: -kl(o_hat), eps, pgd_steps)
-
+        return pgd_attack(obs, lambda o_hat: -gaussian_kl(mu_clean, agent.mu(o_hat), agent.log_std.detach()),
+                          eps, pgd_steps)
     return mad
 
 
@@ -902,39 +864,13 @@ def evaluate(agent, obs_norm, env_id, attack=None, episodes=50, seed=0):
     frozen. Episode i starts from reset(seed=seed + EVAL_SEED_OFFSET + i), so every attack faces
     the same episodes, and seed = the run's seed gives the command line's numbers; torch is seeded
     too, so that random noise and PGD's random starts repeat."""
-    envs = make_envs(env_id, episodes)
-    try:
-        return run_episodes(agent, obs_norm, envs, env_id, attack, seed)
-    finally:
-        envs.close()
+    with contextlib.closing(make_envs(env_id, episodes)) as envs:
+        return run_episodes(agent, obs_norm, envs, attack, seed)
 
 
-@one_thread
-def film(agent, obs_norm, env_id, attack=None, seed=0, every=40, frames=6, size=240, camera="track"):
-    """One evaluation episode (the first of `evaluate`'s) rendered offscreen: returns a frame every
-    `every` steps (at most `frames`, as (step, rgb array)), the episode's return and its length.
-    The MuJoCo tasks' "track" camera follows the body. Needs a renderer: MUJOCO_GL=egl or osmesa
-    without a screen."""
-    envs = gym.make_vec(env_id, num_envs=1, vectorization_mode="sync",
-                        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-                        render_mode="rgb_array", width=size, height=size, camera_name=camera)
-    shots, steps = [], [0]
-
-    def shoot(envs):
-        if steps[0] % every == 0 and len(shots) < frames:
-            shots.append((steps[0], envs.render()[0]))
-        steps[0] += 1
-
-    try:
-        total = run_episodes(agent, obs_norm, envs, env_id, attack, seed, on_step=shoot)[0]
-    finally:
-        envs.close()
-    return shots, total, steps[0]
-
-
-def run_episodes(agent, obs_norm, envs, env_id, attack, seed, on_step=None):
-    device = next(agent.parameters()).device
-    check_sizes(agent, envs, env_id)
+def run_episodes(agent, obs_norm, envs, attack=None, seed=0, on_step=None):
+    """One episode per env of `envs` (what `evaluate` measures); on_step(envs) before each step."""
+    check_sizes(agent, envs, envs.spec.id)
     attack = attack or (lambda obs: obs)
     torch.manual_seed(seed + EVAL_SEED_OFFSET)
     low, high = envs.single_action_space.low, envs.single_action_space.high
@@ -943,25 +879,12 @@ def run_episodes(agent, obs_norm, envs, env_id, attack, seed, on_step=None):
     while alive.any():
         if on_step:
             on_step(envs)
-        obs = to_tensor(obs_norm(raw), device)
         with torch.no_grad():
-            action = agent.mu(attack(obs)).cpu().numpy()
-        raw, reward, term, trunc, _ = envs.step(np.clip(action, low, high))
+            action = agent.mu(attack(to_tensor(obs_norm(raw), next(agent.parameters()).device)))
+        raw, reward, term, trunc, _ = envs.step(np.clip(action.cpu().numpy(), low, high))
         returns += reward * alive
         alive &= ~(term | trunc)
     return returns
-
-
-def interpolate(a, b, alpha):
-    """The agent on the straight line between two agents (agent, obs_norm) of one task:
-    theta(alpha) = (1 - alpha) theta_a + alpha theta_b, the normalizer's statistics likewise."""
-    (agent_a, norm_a), (agent_b, norm_b) = a, b
-    agent = copy.deepcopy(agent_a)
-    theta_a, theta_b = agent_a.state_dict(), agent_b.state_dict()
-    agent.load_state_dict({k: (1 - alpha) * theta_a[k] + alpha * theta_b[k] for k in theta_a})
-    state_a, state_b = normalizer_state(norm_a), normalizer_state(norm_b)
-    return agent, normalizer_from_state({k: (1 - alpha) * state_a[k] + alpha * state_b[k]
-                                         for k in state_a})
 
 
 def check_sizes(agent, envs, env_id):
@@ -974,64 +897,59 @@ def check_sizes(agent, envs, env_id):
 
 # --- robust sarsa: PGD on a learned Q of the agent --------------------------------------------
 
-# The robust sarsa attack: victim steps of data (collected once), SARSA epochs per Q model, and
-# the Q models' (action_radius, smoothness) settings. SA-PPO / ATLA sweep sarsa_eps in
-# {0.02, 0.05, 0.1, 0.15, 0.2, 0.3} x sarsa_reg in {0.1, 0.3, 1, 3, 10} and keep the lowest
-# return, because one setting can leave Q too rough or too flat to guide PGD; these six take
-# every radius once and every weight at least once, at a fifth of the grid's cost.
+# Victim steps of data (collected once), SARSA epochs per Q model, and each Q model's
+# (action_radius, smoothness). SA-PPO / ATLA sweep sarsa_eps in {0.02, 0.05, 0.1, 0.15, 0.2, 0.3}
+# x sarsa_reg in {0.1, 0.3, 1, 3, 10} and keep the lowest return, because one setting can leave Q
+# too rough or too flat to guide PGD; these six take every radius once and every weight at least
+# once, at a fifth of the grid's cost.
 ROBUST_SARSA = {"data_steps": 100_000, "epochs": 20,
                 "models": [(0.02, 0.3), (0.05, 10.0), (0.1, 1.0), (0.15, 0.1), (0.2, 3.0), (0.3, 10.0)]}
 
 
 def victim_transitions(victim, obs_norm, env_id, steps, seed=0):
-    """The fixed victim's own rollouts for robust sarsa, as tensors (o, a, r, terminated, o', a'):
-    actions a ~ pi(.|o), so that Q sees actions around mu(o); where an episode ended, o' is its
-    last observation."""
+    """The fixed victim's own rollouts, as tensors (o, a, r, terminated, o', a'): actions
+    a ~ pi(.|o), so that Q sees actions around mu(o); where an episode ended, o' is its last
+    observation."""
     device = next(victim.parameters()).device
     torch.manual_seed(seed)
-    envs = make_envs(env_id, 8)
-    check_sizes(victim, envs, env_id)
-    low, high = envs.single_action_space.low, envs.single_action_space.high
-    raw, _ = envs.reset(seed=seed)
     data = {k: [] for k in ("obs", "action", "reward", "terminated", "next_obs", "next_action")}
-    with torch.no_grad():
+    with contextlib.closing(make_envs(env_id, 8)) as envs, torch.no_grad():
+        check_sizes(victim, envs, env_id)
+        raw, _ = envs.reset(seed=seed)
         for _ in range(steps // envs.num_envs):
             obs = to_tensor(obs_norm(raw), device)
             action = victim.policy(obs).sample()
+            low, high = envs.single_action_space.low, envs.single_action_space.high
             raw, reward, term, trunc, info = envs.step(np.clip(action.cpu().numpy(), low, high))
             next_raw = raw.copy()
             for i in np.flatnonzero(term | trunc):
                 next_raw[i] = info["final_obs"][i]
             next_obs = to_tensor(obs_norm(next_raw), device)
-            for key, value in (("obs", obs), ("action", action), ("reward", to_tensor(reward, device)),
-                               ("terminated", to_tensor(term, device)), ("next_obs", next_obs),
-                               ("next_action", victim.policy(next_obs).sample())):
+            for key, value in zip(data, (obs, action, to_tensor(reward, device), to_tensor(term, device),
+                                         next_obs, victim.policy(next_obs).sample())):
                 data[key].append(value)
-    envs.close()
     return {k: torch.cat(v) for k, v in data.items()}
 
 
 @one_thread
 def train_robust_sarsa(data, action_radius, smoothness, epochs, seed=0, log=print):
     """Robust sarsa (Zhang et al. 2020): learn Q(o, a) of the *fixed* victim from its
-    transitions (`victim_transitions`), to attack with.
+    transitions (`victim_transitions`), to attack with. Returns q(o, a) -> value.
 
     SARSA: Q(o, a) regresses on r / sigma_r + gamma (1 - terminated) Q'(o', a'), with Q' a copy of
     Q renewed every 100 minibatches. Robustness: the attack will ask Q about actions the victim
     takes at perturbed observations, so Q must be smooth around the actions it saw; the penalty
     smoothness * max over |a~ - a|_inf <= action_radius of (Q(o, a~) - Q(o, a))^2, its max found
-    by PGD, removes the kinks an attack could exploit. Returns q(o, a) -> value.
+    by PGD, removes the kinks an attack could exploit.
     """
     torch.manual_seed(seed)
-    device = data["obs"].device
     reward = data["reward"] / (data["reward"].std() + 1e-8)
-    q_net = mlp(data["obs"].shape[1] + data["action"].shape[1], 1, out_gain=1.0).to(device)
+    q_net = mlp(data["obs"].shape[1] + data["action"].shape[1], 1, out_gain=1.0).to(reward.device)
     q = lambda o, a: q_net(torch.cat([o, a], -1)).squeeze(-1)
     optimizer = torch.optim.Adam(q_net.parameters(), lr=1e-3)
-    n = len(reward)
     for epoch in range(epochs):
         total = 0.0
-        for i, idx in enumerate(torch.randperm(n, device=device).split(256)):
+        for i, idx in enumerate(torch.randperm(len(reward), device=reward.device).split(256)):
             if i % 100 == 0:
                 frozen = copy.deepcopy(q_net)
             o, a = data["obs"][idx], data["action"][idx]
@@ -1040,37 +958,30 @@ def train_robust_sarsa(data, action_radius, smoothness, epochs, seed=0, log=prin
                     torch.cat([data["next_obs"][idx], data["next_action"][idx]], -1)).squeeze(-1)
                 q_a = q(o, a)
             a_far = pgd_attack(a, lambda a_tilde: -(q(o, a_tilde) - q_a) ** 2, action_radius, 3)
-            loss = (((q(o, a) - target) ** 2).mean()
-                    + smoothness * ((q(o, a_far) - q(o, a)) ** 2).mean())
+            loss = ((q(o, a) - target) ** 2).mean() + smoothness * ((q(o, a_far) - q(o, a)) ** 2).mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(idx) / n
+            total += loss.item() * len(idx) / len(reward)
         log(f"  [rs {action_radius}/{smoothness}] epoch {epoch + 1}/{epochs}: loss {total:.4f}")
     q_net.requires_grad_(False)
     return q
 
 
-def rs_objective(victim, q, obs):
-    """Robust sarsa's attack: the victim acts mu(o_hat) but Q judges it at the true o."""
-    return lambda o_hat: q(obs, victim.mu(o_hat))
-
-
 def rs_attack(victim, q, obs, eps, pgd_steps):
-    return pgd_attack(obs, rs_objective(victim, q, obs), eps, pgd_steps)
+    """Robust sarsa's attack: PGD lowering Q(o, mu(o_hat)), the victim's action at o_hat judged
+    by Q at the true o."""
+    return pgd_attack(obs, lambda o_hat: q(obs, victim.mu(o_hat)), eps, pgd_steps)
 
 
 # --- learned attackers: SA-RL and PA-AD, trained by PPO --------------------------------------
 
 class VictimUnderAttack(gym.vector.VectorWrapper):
-    """The environment of a learned attacker, with a frozen victim inside.
-
-    The attacker observes the victim's normalized observation o and acts u in [-1, 1]^dim;
-    perturb(o, u) turns u into the o_hat the victim sees (`sarl_perturbation`,
-    `paad_perturbation`); the victim acts mu(o_hat) deterministically, and the attacker receives
-    minus the victim's reward. Training the attacker with the same PPO (`train`) gives it the
-    most damaging policy it can learn.
-    """
+    """The environment of a learned attacker, with a frozen victim inside. The attacker observes
+    the victim's normalized observation o and acts u in [-1, 1]^dim; perturb(o, u) turns u into the
+    o_hat the victim sees; the victim acts mu(o_hat), and the attacker receives minus the victim's
+    reward. Training the attacker with the same PPO (`train`) gives the most damaging policy it
+    can learn."""
 
     def __init__(self, envs, victim, obs_norm, perturb, action_dim):
         super().__init__(envs)
@@ -1081,7 +992,6 @@ class VictimUnderAttack(gym.vector.VectorWrapper):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.victim, self.obs_norm, self.perturb = victim, obs_norm, perturb
         self.device = next(victim.parameters()).device
-        self.act_low, self.act_high = envs.single_action_space.low, envs.single_action_space.high
 
     def reset(self, **kwargs):
         raw, info = self.env.reset(**kwargs)
@@ -1090,10 +1000,10 @@ class VictimUnderAttack(gym.vector.VectorWrapper):
 
     @torch.no_grad()
     def step(self, u):
-        obs = to_tensor(self.o, self.device)
         u = to_tensor(np.clip(u, -1.0, 1.0), self.device)
-        action = self.victim.mu(self.perturb(obs, u)).cpu().numpy()
-        raw, reward, term, trunc, info = self.env.step(np.clip(action, self.act_low, self.act_high))
+        action = self.victim.mu(self.perturb(to_tensor(self.o, self.device), u)).cpu().numpy()
+        space = self.env.single_action_space
+        raw, reward, term, trunc, info = self.env.step(np.clip(action, space.low, space.high))
         self.o = self.obs_norm(raw)
         if "final_obs" in info:  # the attacker's final observations are normalized ones too
             info["final_obs"] = info["final_obs"].copy()
@@ -1145,12 +1055,10 @@ def plateaued(min_steps, window=100_000):
 @one_thread
 def train_learned_attack(target, kind, curve_path=None):
     """Train an SA-RL (kind "sarl") or PA-AD (kind "paad") attacker on target.agent with PPO
-    (SPO): at least target.attacker_steps steps, then until its return plateaus (`plateaued`), at
-    most twice as long. Its learning curve goes to curve_path. Returns the attack o -> o_hat and
-    how long it trained."""
-    victim, steps = target.agent, target.attacker_steps
+    (SPO): at least target.attacker_steps steps, then until its return plateaus, at most twice as
+    long. Its learning curve goes to curve_path. Returns the attack o -> o_hat and what it did."""
+    victim, steps, device = target.agent, target.attacker_steps, next(target.agent.parameters()).device
     obs_dim, act_dim = victim.mu[0].in_features, victim.log_std.numel()
-    device = next(victim.parameters()).device
     cfg = Config(env=target.env_id, algo="spo", total_steps=2 * max(steps, 2048),
                  seed=target.seed + ATTACKER_SEED_OFFSET[kind])
     if kind == "sarl":
@@ -1159,23 +1067,21 @@ def train_learned_attack(target, kind, curve_path=None):
         perturb, action_dim = paad_perturbation(victim, target.eps, target.pgd_steps), act_dim
         if wants_compile(cfg):  # the actor's PGD runs at every step of the attacker's training
             perturb = compile_or_fallback(perturb, perturb, device, target.log)
-    envs = make_envs(target.env_id, cfg.num_envs)
-    check_sizes(victim, envs, target.env_id)
-    envs = VictimUnderAttack(envs, victim, target.obs_norm, perturb, action_dim)
+    envs = VictimUnderAttack(make_envs(target.env_id, cfg.num_envs), victim, target.obs_norm,
+                             perturb, action_dim)
     torch.manual_seed(cfg.seed)
     attacker, attacker_norm = Agent(obs_dim, action_dim).to(device), ObsNormalizer(obs_dim)
     victim.requires_grad_(False)
     try:
-        rows = train(cfg, envs, attacker, attacker_norm, stop=plateaued(steps),
-                     log=lambda s: target.log(f"  [{kind} attack] " + s))
+        with contextlib.closing(envs):
+            check_sizes(victim, envs.env, target.env_id)
+            rows = train(cfg, envs, attacker, attacker_norm, stop=plateaued(steps),
+                         log=lambda s: target.log(f"  [{kind} attack] " + s))
     finally:
         victim.requires_grad_(True)
-        envs.close()
     if curve_path:
-        with open(curve_path, "w", newline="") as f:
-            writer = csv.DictWriter(f, METRICS)
-            writer.writeheader()
-            writer.writerows(rows)
+        with open_metrics(Path(curve_path), keep_rows=0) as f:
+            csv.DictWriter(f, METRICS).writerows(rows)
 
     def attack(obs):
         u = attacker.mu(to_tensor(attacker_norm(obs.cpu().numpy()), obs.device))
@@ -1197,348 +1103,229 @@ class Target:
     seed: int = 0                      # the run's: it sets the episodes and the attackers' seeds
     pgd_steps: int = 10
     attacker_steps: int = 1_000_000    # the learned attackers' PPO steps, at least
-    curve_prefix: str = None           # where their curves go: <prefix>-sarl.csv, <prefix>-paad.csv
+    curve_prefix: str = None           # their curves go to <prefix>-sarl.csv, <prefix>-paad.csv
     log: Callable = print
 
 
-def prepare_made(name):
-    """An attack that needs no training (`make_attack`)."""
-    def prepare(target):
-        attack = make_attack(name, target.agent, target.eps, target.pgd_steps)
-        return ({"pgd_steps": target.pgd_steps} if name in ("critic", "mad") else {}), [(attack, {})]
-    return prepare
+def prepare_made(target, name):
+    attack = make_attack(name, target.agent, target.eps, target.pgd_steps)
+    return {"pgd_steps": target.pgd_steps} if name in ("critic", "mad") else {}, [(attack, {})]
 
 
-def prepare_robust_sarsa(target):
-    """One collection of the victim's transitions, then a Q model and its PGD attack per setting."""
+def prepare_robust_sarsa(target, name):
+    """One collection of the victim's transitions, then a Q model and its attack per setting."""
     seed = target.seed + ATTACKER_SEED_OFFSET["rs"]
     target.log(f"learning {len(ROBUST_SARSA['models'])} Q models of the agent for robust sarsa")
-    data = victim_transitions(target.agent, target.obs_norm, target.env_id,
-                              ROBUST_SARSA["data_steps"], seed)
+    data = victim_transitions(target.agent, target.obs_norm, target.env_id, ROBUST_SARSA["data_steps"], seed)
     attacks = []
     for radius, smoothness in ROBUST_SARSA["models"]:
         q = train_robust_sarsa(data, radius, smoothness, ROBUST_SARSA["epochs"], seed, target.log)
-        attack = functools.partial(rs_attack, target.agent, q, eps=target.eps,
-                                   pgd_steps=target.pgd_steps)
+        attack = functools.partial(rs_attack, target.agent, q, eps=target.eps, pgd_steps=target.pgd_steps)
         attacks.append((attack, {"action_radius": radius, "smoothness": smoothness}))
-    settings = {"pgd_steps": target.pgd_steps, "data_steps": ROBUST_SARSA["data_steps"],
-                "epochs": ROBUST_SARSA["epochs"], "seed": seed}
-    return settings, attacks
+    return {"pgd_steps": target.pgd_steps, "data_steps": ROBUST_SARSA["data_steps"],
+            "epochs": ROBUST_SARSA["epochs"], "seed": seed}, attacks
 
 
-def prepare_learned(kind):
-    """An attacker trained by PPO against the agent (`train_learned_attack`)."""
-    def prepare(target):
-        target.log(f"training the {kind} attacker for at least {target.attacker_steps:,} steps")
-        curve = f"{target.curve_prefix}-{kind}.csv" if target.curve_prefix else None
-        attack, trained = train_learned_attack(target, kind, curve)
-        settings = {**trained, "min_attacker_steps": target.attacker_steps,
-                    "curve": curve and Path(curve).name}
-        if kind == "paad":
-            settings.update(pgd_steps=target.pgd_steps, actor_objective="cos+norm")
-        return settings, [(attack, {})]
-    return prepare
+def prepare_learned(target, name):
+    target.log(f"training the {name} attacker for at least {target.attacker_steps:,} steps")
+    curve = f"{target.curve_prefix}-{name}.csv" if target.curve_prefix else None
+    attack, settings = train_learned_attack(target, name, curve)
+    settings.update(min_attacker_steps=target.attacker_steps, curve=curve and Path(curve).name)
+    if name == "paad":
+        settings.update(pgd_steps=target.pgd_steps, actor_objective="cos+norm")
+    return settings, [(attack, {})]
 
 
-class Attack(NamedTuple):
-    description: str
-    prepare: Callable  # target -> (settings, [(attack o -> o_hat, its own settings), ...])
-
-
-# The evaluation attacks, in the order they run. prepare gives one attack, or several of which
-# the lowest return counts (robust sarsa's Q models).
+# The evaluation attacks, in the order they run: name -> (description, prepare). prepare(target,
+# name) returns the attack's settings and one attack, or several of which the lowest return
+# counts (robust sarsa's Q models), each with its own settings.
 ATTACKS = {
-    "none": Attack("no attack: the natural return", prepare_made("none")),
-    "random": Attack("uniform noise in the ball", prepare_made("random")),
-    "critic": Attack("PGD lowering the agent's own value estimate V(o_hat)", prepare_made("critic")),
-    "mad": Attack("PGD maximizing KL(pi(.|o) || pi(.|o_hat)): the maximal action difference",
-                  prepare_made("mad")),
-    "rs": Attack("robust sarsa: PGD lowering a learned Q(o, mu(o_hat)) of the agent, the lowest "
-                 f"of {len(ROBUST_SARSA['models'])} Q models", prepare_robust_sarsa),
-    "sarl": Attack("SA-RL: an attacker policy trained by PPO on minus the agent's reward",
-                   prepare_learned("sarl")),
-    "paad": Attack("PA-AD: a learned director picks a direction of the agent's action, PGD "
-                   "realizes it", prepare_learned("paad")),
+    "none": ("no attack: the natural return", prepare_made),
+    "random": ("uniform noise in the ball", prepare_made),
+    "critic": ("PGD lowering the agent's own value estimate V(o_hat)", prepare_made),
+    "mad": ("PGD maximizing KL(pi(.|o) || pi(.|o_hat)): the maximal action difference", prepare_made),
+    "rs": ("robust sarsa: PGD lowering a learned Q(o, mu(o_hat)) of the agent, the lowest of "
+           f"{len(ROBUST_SARSA['models'])} Q models", prepare_robust_sarsa),
+    "sarl": ("SA-RL: an attacker policy trained by PPO on minus the agent's reward", prepare_learned),
+    "paad": ("PA-AD: a learned director picks a direction of the agent's action, PGD realizes it",
+             prepare_learned),
 }
-LEARNED = {"rs": "train_robust_sarsa", "sarl": "train_learned_attack",
-           "paad": "train_learned_attack"}
 
 
 @one_thread
 def attack_suite(target, attacks=tuple(ATTACKS), episodes=50, table=None, on_result=None):
     """Evaluate target under each attack in turn. Returns {attack: {mean, std, seconds,
-    settings}} and the worst attack's name (`worst_attack`). table: results measured already
-    (an evaluation cut short), kept as they are; on_result(table) is called after every attack,
-    so that what finished can be kept."""
+    settings}} and the worst attack's name. table: results measured already (an evaluation cut
+    short), kept as they are; on_result(table) is called after every attack."""
     table = dict(table or {})
-    for name in attacks:
-        if name in table:
-            continue
-        began = time.perf_counter()
-        first_episode = target.seed + EVAL_SEED_OFFSET
-        settings = {"eps": target.eps, "episode_seeds": [first_episode, first_episode + episodes - 1]}
-        if target.eps > 0:
-            shared, candidates = ATTACKS[name].prepare(target)
-            settings.update(shared)
-        else:  # the ball is the point o: every attack is the identity
-            candidates = [(None, {})]
-        tried = [(evaluate(target.agent, target.obs_norm, target.env_id, attack, episodes,
-                           target.seed), own) for attack, own in candidates]
-        returns, own = min(tried, key=lambda t: t[0].mean())
+    for name in (a for a in attacks if a not in table):
+        began, first = time.perf_counter(), target.seed + EVAL_SEED_OFFSET
+        settings = {"eps": target.eps, "episode_seeds": [first, first + episodes - 1]}
+        description, prepare = ATTACKS[name]
+        # at eps 0 the ball is the point o: every attack is the identity
+        own, candidates = prepare(target, name) if target.eps > 0 else ({}, [(None, {})])
+        tried = [(evaluate(target.agent, target.obs_norm, target.env_id, attack, episodes, target.seed),
+                  model) for attack, model in candidates]
+        returns = min(tried, key=lambda t: t[0].mean())[0]
+        settings.update(own)
         if len(tried) > 1:
-            settings["models"] = [{**own, "mean": float(r.mean()), "std": float(r.std())}
-                                  for r, own in tried]
+            settings["models"] = [{**m, "mean": float(r.mean()), "std": float(r.std())} for r, m in tried]
         table[name] = {"mean": float(returns.mean()), "std": float(returns.std()),
                        "seconds": round(time.perf_counter() - began, 1), "settings": settings}
-        target.log(f"  {name:8s} {returns.mean():9.1f} +- {returns.std():7.1f}   "
-                   f"({table[name]['seconds']:.1f} s)")
+        target.log(f"  {name:8s} {returns.mean():9.1f} +- {returns.std():7.1f}   ({table[name]['seconds']:.1f} s)")
         if on_result:
             on_result(table)
     return table, worst_attack(table)
 
 
 def worst_attack(table):
-    """The attack with the lowest mean return, none excepted: the robust return is its return.
-    None while no attack but none has been measured."""
+    """The attack with the lowest mean return, none excepted (its return is the robust return);
+    None while no other attack has been measured."""
     attacked = [a for a in table if a != "none"]
     return min(attacked, key=lambda a: table[a]["mean"]) if attacked else None
 
 
-# ==== 11. The command line: evaluation records, flags, main ================================
+# ==== 11. The command line ==================================================================
 
 class UsageError(Exception):
     """Bad command-line input: the message is printed as one line, and the exit status is 2."""
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM, with one line saying what was kept, and the exit status."""
+    """Ctrl-C (status 130) or SIGTERM (143), with one line saying what was kept."""
 
     def __init__(self, message, status=130):
         super().__init__(message)
         self.status = status
 
 
-def eval_record_name(attacks, eps, episodes):
-    """A re-evaluation's file says what it holds, so it never replaces another record."""
-    return f"eval-{'+'.join(attacks)}-eps{eps:g}-{episodes}ep.json"
+def terminated(signum, frame):
+    raise Interrupted("terminated", status=143)
 
 
-def read_record(path):
-    """An evaluation record, with the attacks' names of today (RENAMED)."""
-    record = json.loads(Path(path).read_text())
-    record["returns"] = {RENAMED.get(k, k): v for k, v in record["returns"].items()}
-    record["worst"] = RENAMED.get(record["worst"], record["worst"])
-    return record
-
-
-def run_evaluation(agent, obs_norm, header, evaluation, record):
-    """attack_suite with the command line's settings, into the record `record`: written after
-    every attack (marked partial until the last), and continued where a partial one stopped."""
-    attacks = parse_attacks(evaluation["attacks"])
-    result = {**header, "episodes": evaluation["episodes"],
-              "command": "python " + shlex.join(sys.argv), "made": made_on(), "partial": True,
-              "returns": {}, "worst": None}
-    if record.exists():  # cut short earlier: keep what finished
-        result["returns"] = read_record(record)["returns"]
-        print(f"{record}: going on after {', '.join(result['returns']) or 'nothing'}")
-
-    def keep(table):
-        result.update(returns=table, worst=worst_attack(table), partial=len(table) < len(attacks))
-        tmp = Path(str(record) + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, record)
-
-    target = Target(agent, obs_norm, header["env"], header["eps"], header["seed"],
-                    header["pgd_steps"], evaluation["attacker_steps"], str(record.with_suffix("")))
-    try:
-        keep(attack_suite(target, attacks, evaluation["episodes"], result["returns"], keep)[0])
-    except KeyboardInterrupt as e:
-        done = ", ".join(result["returns"]) or "none"
-        raise Interrupted(f"interrupted: evaluation stopped; the attacks finished ({done}) are "
-                          f"kept in {record}, marked partial; the same command goes on",
-                          getattr(e, "status", 130))
-    print_table(result)
-    print(f"\nwrote {record}")
-    return result
-
-
-def made_on():
-    import platform
-    return {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.machine(),
-            "processor": platform.processor() or "unknown", "cores": os.cpu_count(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "gymnasium": gym.__version__, "numpy": np.__version__}
-
-
-def print_table(result):
-    print(f"\n{result['env']}  {result['algo']}  seed {result['seed']}  eps {result['eps']}"
-          f"  ({result['episodes']} episodes, deterministic actions)")
-    print(f"{'attack':10s} {'mean':>10s} {'std':>9s}")
-    for name, r in result["returns"].items():
-        mark = "  <- worst attack: the robust return" if name == result["worst"] else ""
-        print(f"{name:10s} {r['mean']:10.1f} {r['std']:9.1f}{mark}")
-
-
-# The flags that set training: (Config field, help, check that the value is usable).
-TRAINING_FLAGS = [
-    ("total_steps", "environment steps of training, rounded down to whole iterations of 2048 "
-                    "(default %(default)s: 1,998,848 steps, the published budget)",
-     lambda v: v >= Config.steps_per_iteration, "is less than one iteration; give at least 2048"),
-    ("seed", f"seed of torch and the environments; evaluation episodes use seed + "
-             f"{EVAL_SEED_OFFSET:,} on (default %(default)s)", lambda v: True, ""),
-    ("spo_guidance", "weight g >= 0 of the clean surrogate added to the ARPO/BARPO objective "
-                     "(default %(default)s)", lambda v: v >= 0, "is negative; give a weight >= 0"),
-    ("pgd_steps", "sign-gradient steps of every PGD attack, in training and evaluation "
-                  "(default %(default)s)", lambda v: v >= 1, "must be at least 1"),
-    ("num_envs", "parallel environments; must divide 2048 (default %(default)s)",
-     lambda v: v >= 1 and Config.steps_per_iteration % v == 0, "must divide 2048 (e.g. 1, 4, 8, 16)"),
-    ("checkpoint_every", "write the resumable checkpoint every N iterations (default %(default)s, about "
-                         "51k steps); Ctrl-C and SIGTERM also write it", lambda v: v >= 1,
-     "must be at least 1"),
-]
-CHOICE_FLAGS = {
-    "algo": (["spo", "arpo", "barpo"], "spo: standard PPO; arpo: PPO against the strongest PGD "
-             "adversary; barpo (default): an adversary of modulated strength kappa"),
-    "vector_env": (["sync", "async"], "sync (default): step the environments one after the "
-                   "other; async: each in its own process, faster only with more free cores "
-                   "than environments"),
-    "device": (["auto", "cpu", "cuda"], "where the networks live; auto (default) is the CPU, "
-               "because with networks this small a GPU trains slower than its machine's CPU "
+# flag -> (default, type or choices, help); a training flag's default is its Config field's.
+FLAGS = {
+    "env": (None, str, "gymnasium task id (default Hopper-v4; with --eval, the checkpoint's task)"),
+    "algo": (Config.algo, ["spo", "arpo", "barpo"], "spo: standard PPO; arpo: PPO against the "
+             "strongest PGD adversary; barpo (default): an adversary of modulated strength kappa"),
+    "total_steps": (Config.total_steps, int, "environment steps of training, in whole iterations "
+                    "of 2048 (default %(default)s: 1,998,848 steps, the published budget)"),
+    "seed": (Config.seed, int, f"seed of torch and the environments; evaluation episodes use "
+             f"seed + {EVAL_SEED_OFFSET:,} on (default %(default)s)"),
+    "eps": (None, float, "radius of the L-infinity ball on the normalized observation; default "
+            "per task: " + ", ".join(f"{k} {v}" for k, v in TASK_EPS.items()) + "; required for "
+            "other tasks; with --eval, default the checkpoint's"),
+    "kappa": (None, float, f"BARPO's adversary strength in [0, 1], held constant (default "
+              f"{Config.kappa}, chosen by measurement, README)"),
+    "kappa_ramp": (None, float, "BARPO: instead of a constant kappa, ramp it from 0 to 1 over "
+                   "this fraction of training (the schedule that wins the notebook's toy)"),
+    "spo_guidance": (Config.spo_guidance, float, "weight g >= 0 of the clean surrogate added to "
+                     "the ARPO/BARPO objective (default %(default)s)"),
+    "pgd_steps": (Config.pgd_steps, int, "sign-gradient steps of every PGD attack, in training "
+                  "and evaluation (default %(default)s)"),
+    "num_envs": (Config.num_envs, int, "parallel environments; must divide 2048 (default %(default)s)"),
+    "vector_env": (Config.vector_env, ["sync", "async"], "sync (default): step the environments "
+                   "one after the other; async: each in its own process, faster only with more "
+                   "free cores than environments"),
+    "device": (Config.device, ["auto", "cpu", "cuda"], "where the networks live; auto (default) "
+               "is the CPU: with networks this small a GPU trains slower than its machine's CPU "
                "(README, Speed)"),
-    "compile": (["auto", "on", "off"], "run the minibatch update through torch.compile (the "
-                f"fast path): auto (default) for runs of {COMPILE_MIN_STEPS:,} steps or more, "
-                "where it repays its compile time; off is the eager reference code"),
+    "compile": (Config.compile, ["auto", "on", "off"], "run the minibatch update through "
+                f"torch.compile (the fast path): auto (default) for runs of {COMPILE_MIN_STEPS:,} "
+                "steps or more, where it repays its compile time; off is the eager reference code"),
+    "checkpoint_every": (Config.checkpoint_every, int, "write the resumable checkpoint every N "
+                         "iterations (default %(default)s, about 51k steps); Ctrl-C and SIGTERM "
+                         "also write it"),
+    "init": (None, str, "warm start from this checkpoint's weights and normalizer, e.g. an SPO agent"),
+    "out": (None, str, "training: the run folder (default runs/<env>-<algo>-seed<seed>); --eval: "
+            "the folder for the evaluation record (default the checkpoint's folder)"),
+    "episodes": (None, int, "evaluation episodes per attack (default 50; with --resume, the run's)"),
+    "attacks": (None, str, "comma-separated evaluation attacks (default all: "
+                + ",".join(ATTACKS) + "; with --resume, the run's; see below)"),
+    "attacker_steps": (None, int, "PPO steps at least for each learned attacker (sarl, paad), "
+                       "which then trains on until its return plateaus, at most twice as long "
+                       "(default 1,000,000; with --resume, the run's)"),
+    "eval": (None, str, "only evaluate this checkpoint.pt; writes eval-<attacks>-eps<eps>-<n>ep.json "
+             "beside it (or into --out), never replacing a finished record: one cut short is completed"),
+    "resume": (None, str, "continue the interrupted run in this folder (or of this checkpoint.pt) "
+               "with the settings it started with, then evaluate it"),
 }
-EVALUATION_DEFAULTS = {"attacks": ",".join(ATTACKS), "episodes": 50, "attacker_steps": 1_000_000}
+TRAINING = ("algo", "total_steps", "seed", "kappa", "kappa_ramp", "spo_guidance", "pgd_steps",
+            "num_envs", "vector_env", "compile", "checkpoint_every", "init")
+EVALUATION = {"attacks": ",".join(ATTACKS), "episodes": 50, "attacker_steps": 1_000_000}
+# The numbers a flag can take: (usable, what to say otherwise).
+CHECKS = {
+    "kappa": (lambda v: 0 <= v <= 1, "is outside [0, 1]; give a strength in [0, 1]"),
+    "kappa_ramp": (lambda v: 0 < v <= 1, "must be a fraction in (0, 1]"),
+    "total_steps": (lambda v: v >= 2048, "is less than one iteration; give at least 2048"),
+    "spo_guidance": (lambda v: v >= 0, "is negative; give a weight >= 0"),
+    "pgd_steps": (lambda v: v >= 1, "must be at least 1"),
+    "num_envs": (lambda v: v >= 1 and 2048 % v == 0, "must divide 2048 (e.g. 1, 4, 8, 16)"),
+    "checkpoint_every": (lambda v: v >= 1, "must be at least 1"),
+    "eps": (lambda v: 0 <= v < math.inf, "must be a finite number >= 0"),
+    "episodes": (lambda v: v >= 1, "must be at least 1"),
+    "attacker_steps": (lambda v: v >= 2048, "is less than one iteration; give at least 2048"),
+}
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(
-        prog="barpo.py",
-        description="Train SPO, ARPO or BARPO on a gymnasium task with continuous observations "
-                    "and actions, then evaluate it under observation attacks. With --resume, "
-                    "continue an interrupted run; with --eval, only evaluate a saved agent.",
-        epilog="attacks: " + "; ".join(f"{k}: {v.description}" for k, v in ATTACKS.items()) +
+        prog="barpo.py", description="Train SPO, ARPO or BARPO on a gymnasium task with continuous "
+        "observations and actions, then evaluate it under observation attacks. With --resume, "
+        "continue an interrupted run; with --eval, only evaluate a saved agent.",
+        epilog="attacks: " + "; ".join(f"{k}: {v[0]}" for k, v in ATTACKS.items()) +
                ". The robust return is the lowest return over the attacks run.")
-    flag = lambda name: "--" + name.replace("_", "-")
-    p.add_argument("--env", help="gymnasium task id (default Hopper-v4; with --eval, the "
-                                 "checkpoint's task)")
-    for name, (choices, text) in CHOICE_FLAGS.items():
-        p.add_argument(flag(name), default=getattr(Config, name), choices=choices, help=text)
-    for name, text, *_ in TRAINING_FLAGS:
-        p.add_argument(flag(name), type=type(getattr(Config, name)), default=getattr(Config, name),
-                       help=text, metavar="N" if name == "checkpoint_every" else None)
-    p.add_argument("--eps", type=float,
-                   help="radius of the L-infinity ball on the normalized observation; default "
-                        "per task: " + ", ".join(f"{k} {v}" for k, v in TASK_EPS.items()) +
-                        "; required for other tasks; with --eval, default the checkpoint's")
-    p.add_argument("--kappa", type=float,
-                   help=f"BARPO's adversary strength in [0, 1], held constant (default "
-                        f"{Config.kappa}, chosen by measurement, README)")
-    p.add_argument("--kappa-ramp", type=float, metavar="FRACTION",
-                   help="BARPO: instead of a constant kappa, ramp it from 0 to 1 over this "
-                        "fraction of training (the schedule that wins the notebook's toy)")
-    p.add_argument("--out", help="training: the run folder (default runs/<env>-<algo>-seed<seed>); "
-                                 "--eval: the folder for the evaluation record (default the "
-                                 "checkpoint's folder)")
-    p.add_argument("--episodes", type=int,
-                   help="evaluation episodes per attack (default 50; with --resume, the run's)")
-    p.add_argument("--attacks", help=f"comma-separated evaluation attacks (default all: "
-                                     f"{EVALUATION_DEFAULTS['attacks']}; with --resume, the "
-                                     f"run's; see below)")
-    p.add_argument("--attacker-steps", type=int,
-                   help="PPO steps at least for each learned attacker (sarl, paad), which then "
-                        "trains on until its return plateaus, at most twice as long (default "
-                        "1,000,000; with --resume, the run's)")
-    p.add_argument("--eval", metavar="CHECKPOINT",
-                   help="only evaluate this checkpoint.pt; writes eval-<attacks>-eps<eps>-<n>ep.json "
-                        "beside it (or into --out) and never replaces a finished record: a record "
-                        "cut short is completed")
-    p.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue the interrupted run in RUN_DIR (or of its checkpoint.pt) with "
-                        "the settings it started with, then evaluate it")
-    p.add_argument("--init", metavar="CHECKPOINT",
-                   help="warm start from this checkpoint's weights and normalizer, e.g. an SPO agent")
+    for name, (default, kind, text) in FLAGS.items():
+        typed = {"choices": kind} if isinstance(kind, list) else {"type": kind}
+        p.add_argument("--" + name.replace("_", "-"), default=default, help=text, **typed)
     args = p.parse_args(argv)
-    training = ["algo", "kappa", "kappa_ramp", "init", *(f[0] for f in TRAINING_FLAGS),
-                "vector_env", "compile"]
-    args.given = {name for name in training if getattr(args, name) != p.get_default(name)}
+    args.given = {name for name in TRAINING if getattr(args, name) != FLAGS[name][0]}
+    for name, (usable, problem) in CHECKS.items():
+        if getattr(args, name) is not None and not usable(getattr(args, name)):
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} {problem}")
     return args
 
 
 def config_from_args(args):
     """Turn command-line arguments into a Config, rejecting bad input with a UsageError."""
     env_id = args.env or Config.env
-    check_task(env_id)  # before anything else: nothing else matters for a task we cannot run
+    try:  # before anything else: nothing else matters for a task we cannot run
+        make_envs(env_id, 1).close()
+    except InputError as e:
+        raise UsageError(f"{e}; choose a task with continuous observations and actions, e.g. --env Hopper-v4")
     ramp = args.kappa_ramp is not None
     if ramp and args.kappa is not None:
         raise UsageError("give --kappa (a constant strength) or --kappa-ramp (a ramp), not both")
     if (args.kappa is not None or ramp) and args.algo != "barpo":
         raise UsageError(f"--kappa and --kappa-ramp set BARPO's strength, but --algo is {args.algo} "
                          f"(spo is kappa 0, arpo kappa 1); drop them or use --algo barpo")
-    if args.kappa is not None and not 0.0 <= args.kappa <= 1.0:
-        raise UsageError(f"--kappa {args.kappa} is outside [0, 1]; give a strength in [0, 1]")
-    if ramp and not 0.0 < args.kappa_ramp <= 1.0:
-        raise UsageError(f"--kappa-ramp {args.kappa_ramp} must be a fraction in (0, 1]")
-    for name, _, usable, problem in TRAINING_FLAGS:
-        if not usable(getattr(args, name)):
-            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} {problem}")
-    eps = default_eps(env_id) if args.eps is None else args.eps
-    check_eps(eps)
+    eps = TASK_EPS.get(env_id.split("-")[0]) if args.eps is None else args.eps
+    if eps is None:
+        raise UsageError(f"{env_id} has no default attack radius; give one with --eps (e.g. --eps 0.1)")
+    flags = {name: getattr(args, name) for name in TRAINING if name not in ("kappa", "kappa_ramp", "init")}
     return Config(env=env_id, eps=eps, kappa_schedule="ramp" if ramp else "constant",
                   kappa=Config.kappa if args.kappa is None else args.kappa,
-                  kappa_ramp=args.kappa_ramp if ramp else Config.kappa_ramp,
-                  evaluation=evaluation_settings(args),
-                  **{name: getattr(args, name) for name in [*CHOICE_FLAGS, *(f[0] for f in TRAINING_FLAGS)]})
+                  kappa_ramp=args.kappa_ramp if ramp else Config.kappa_ramp, device=args.device,
+                  evaluation=evaluation_settings(args), **flags)
 
 
 def evaluation_settings(args, saved=None):
-    """--attacks, --episodes and --attacker-steps: as given, else as the run started, else the
-    defaults."""
-    settings = {**EVALUATION_DEFAULTS, **(saved or {})}
+    """--attacks, --episodes and --attacker-steps: as given, else as the run started, else the defaults."""
+    settings = {**EVALUATION, **(saved or {})}
     settings.update({k: getattr(args, k) for k in settings if getattr(args, k) is not None})
-    if settings["episodes"] < 1:
-        raise UsageError(f"--episodes {settings['episodes']} must be at least 1")
-    if settings["attacker_steps"] < 2048:
-        raise UsageError(f"--attacker-steps {settings['attacker_steps']} is less than one "
-                         f"iteration; give at least 2048")
     settings["attacks"] = ",".join(parse_attacks(settings["attacks"]))
     return settings
-
-
-def check_task(env_id):
-    try:
-        make_envs(env_id, 1).close()
-    except InputError as e:
-        raise UsageError(f"{e}; choose a task with continuous observations and actions, e.g. "
-                         f"--env Hopper-v4")
-
-
-def default_eps(env_id):
-    eps = TASK_EPS.get(env_id.split("-")[0])
-    if eps is None:
-        raise UsageError(f"{env_id} has no default attack radius; give one with --eps "
-                         f"(e.g. --eps 0.1)")
-    return eps
-
-
-def check_eps(eps):
-    if eps < 0 or not math.isfinite(eps):
-        raise UsageError(f"--eps {eps} must be a finite number >= 0")
 
 
 def parse_attacks(text):
     names = [RENAMED.get(a.strip(), a.strip()) for a in text.split(",") if a.strip()]
     unknown = [a for a in names if a not in ATTACKS]
     if unknown or not names:
-        raise UsageError(f"unknown attack(s) {unknown or text!r} in --attacks; choose from "
-                         f"{','.join(ATTACKS)}")
+        raise UsageError(f"unknown attack(s) {unknown or text!r} in --attacks; choose from {','.join(ATTACKS)}")
     return names
 
 
 def pick_device(name):
-    """auto is the CPU: these networks are so small that a GPU spends its time on kernel launches
-    and transfers, and trained slower than its own machine's CPU even compiled (README, Speed)."""
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda, but torch sees no CUDA device; use --device cpu or auto")
     return torch.device("cpu" if name == "auto" else name)
@@ -1571,36 +1358,12 @@ def main(argv=None):
     return train_command(args)
 
 
-def evaluate_command(args):
-    agent, obs_norm, state = checkpoint_for("--eval", args.eval, args.env, pick_device(args.device))
-    config = state["config"]
-    eps = config["eps"] if args.eps is None else args.eps
-    check_eps(eps)
-    evaluation = evaluation_settings(args)
-    out_dir = Path(args.out or Path(args.eval).parent)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    record = out_dir / eval_record_name(parse_attacks(evaluation["attacks"]), eps,
-                                        evaluation["episodes"])
-    if record.exists() and not read_record(record).get("partial"):
-        raise UsageError(f"{record} already holds this evaluation; to make it again, give another "
-                         f"--out folder (it is never replaced)")
-    return run_evaluation(agent, obs_norm, record_header(config, state["env_steps"], eps),
-                          evaluation, record)
-
-
-def record_header(config, total_steps, eps):
-    """What an evaluation record says of the agent it evaluated."""
-    return {**{k: config[k] for k in ("env", "algo", "seed")}, "total_steps": total_steps,
-            "eps": eps, "pgd_steps": config["pgd_steps"]}
-
-
 def train_command(args):
     cfg = config_from_args(args)
     device = pick_device(args.device)
     run_dir = Path(args.out or f"runs/{cfg.env}-{cfg.algo}-seed{cfg.seed}")
     if any((run_dir / name).exists() for name in ("checkpoint.pt", "eval.json")):
-        raise UsageError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or "
-                         f"give another --out")
+        raise UsageError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or give another --out")
     torch.manual_seed(cfg.seed)
     envs = make_envs(cfg.env, cfg.num_envs, cfg.vector_env)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
@@ -1614,8 +1377,7 @@ def train_command(args):
 def resume_command(args):
     given = Path(args.resume)
     run_dir = given.parent if given.is_file() else given
-    agent, obs_norm, state = checkpoint_for("--resume", run_dir / "checkpoint.pt",
-                                            device=pick_device(args.device))
+    agent, obs_norm, state = checkpoint_for("--resume", run_dir / "checkpoint.pt", device=pick_device(args.device))
     if "training" not in state:
         raise UsageError(f"{run_dir / 'checkpoint.pt'} holds an agent but no training state "
                          f"(written by an older barpo.py); evaluate it with --eval instead")
@@ -1631,9 +1393,8 @@ class StopAtIterationEnd:
     at once, losing the iterations since the last checkpoint."""
 
     def __enter__(self):
-        self.received, signals = None, (signal.SIGINT, signal.SIGTERM)
-        in_main_thread = threading.current_thread() is threading.main_thread()  # where handlers go
-        self.previous = {s: signal.signal(s, self.ask) for s in signals if in_main_thread}
+        self.received, in_main_thread = None, threading.current_thread() is threading.main_thread()
+        self.previous = {s: signal.signal(s, self.ask) for s in (signal.SIGINT, signal.SIGTERM) if in_main_thread}
         return self
 
     def ask(self, signum, frame):
@@ -1648,47 +1409,111 @@ class StopAtIterationEnd:
 
 def run_training(cfg, envs, agent, obs_norm, run_dir, resume=None):
     """Train (or go on training) into run_dir, then evaluate into run_dir/eval.json."""
-    trained = cfg.iterations * cfg.steps_per_iteration
-    done = resume["iteration"] if resume else 0
+    trained, done = cfg.iterations * cfg.steps_per_iteration, resume["iteration"] if resume else 0
     print(f"{cfg.algo.upper()} on {cfg.env}: {trained:,} steps ({cfg.iterations} iterations of "
           f"{cfg.steps_per_iteration}), eps {cfg.eps}, device {next(agent.parameters()).device}, "
           f"compile {'on' if wants_compile(cfg) else 'off'}, run folder {run_dir}"
           + (f"; resuming after iteration {done}" if resume else ""))
-    checkpoint = run_dir / "checkpoint.pt"
     stopping = StopAtIterationEnd()
     try:
-        with stopping:
+        with stopping, contextlib.closing(envs):
             if done < cfg.iterations:
                 rows = train(cfg, envs, agent, obs_norm, run_dir=run_dir, resume=resume,
                              stop=lambda rows: stopping.received is not None)
+                print(f"trained {trained:,} steps in {rows[-1]['wall_time_s']:.0f} s; evaluating")
     except KeyboardInterrupt as e:  # a second signal: stopped at once
         stopping.received = signal.SIGTERM if getattr(e, "status", 130) == 143 else signal.SIGINT
-    finally:
-        envs.close()
     if stopping.received is not None:
-        status = 143 if stopping.received == signal.SIGTERM else 130
+        status, checkpoint = 143 if stopping.received == signal.SIGTERM else 130, run_dir / "checkpoint.pt"
         if not checkpoint.exists():
             raise Interrupted("interrupted before the first checkpoint; nothing to keep", status)
         saved = load_checkpoint(checkpoint)[2]["training"]["iteration"]
         raise Interrupted(f"interrupted: {checkpoint} holds iteration {saved} of {cfg.iterations}; "
                           f"continue with: python barpo.py --resume {run_dir}", status)
-    if done < cfg.iterations:
-        print(f"trained {trained:,} steps in {rows[-1]['wall_time_s']:.0f} s; evaluating")
     record = run_dir / "eval.json"
-    if record.exists() and not read_record(record).get("partial"):
+    if record.exists() and not read_record(record)["partial"]:
         print(f"{run_dir} is trained and evaluated ({record}); nothing left to do")
         return read_record(record)
-    header = record_header(dataclasses.asdict(cfg), trained, cfg.eps)
-    return run_evaluation(agent, obs_norm, header, cfg.evaluation, record)
+    return run_evaluation(agent, obs_norm, record_header(dataclasses.asdict(cfg), trained, cfg.eps),
+                          cfg.evaluation, record)
 
 
-def terminated(signum, frame):
-    """SIGTERM outside training: stop as Ctrl-C does (what finished is kept), status 143."""
-    raise Interrupted("terminated", status=143)
+def evaluate_command(args):
+    agent, obs_norm, state = checkpoint_for("--eval", args.eval, args.env, pick_device(args.device))
+    eps = state["config"]["eps"] if args.eps is None else args.eps
+    evaluation = evaluation_settings(args)
+    out_dir = Path(args.out or Path(args.eval).parent)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = out_dir / eval_record_name(parse_attacks(evaluation["attacks"]), eps, evaluation["episodes"])
+    if record.exists() and not read_record(record)["partial"]:
+        raise UsageError(f"{record} already holds this evaluation; to make it again, give another "
+                         f"--out folder (it is never replaced)")
+    return run_evaluation(agent, obs_norm, record_header(state["config"], state["env_steps"], eps),
+                          evaluation, record)
+
+
+def record_header(config, total_steps, eps):
+    """What an evaluation record says of the agent it evaluated."""
+    return {**{k: config[k] for k in ("env", "algo", "seed", "pgd_steps")}, "total_steps": total_steps, "eps": eps}
+
+
+def eval_record_name(attacks, eps, episodes):
+    """A re-evaluation's file says what it holds, so it never replaces another record."""
+    return f"eval-{'+'.join(attacks)}-eps{eps:g}-{episodes}ep.json"
+
+
+def read_record(path):
+    """An evaluation record, with today's names of the attacks (RENAMED)."""
+    record = json.loads(Path(path).read_text())
+    record["returns"] = {RENAMED.get(k, k): v for k, v in record["returns"].items()}
+    record["worst"] = RENAMED.get(record["worst"], record["worst"])
+    record.setdefault("partial", False)
+    return record
+
+
+def run_evaluation(agent, obs_norm, header, evaluation, record):
+    """attack_suite with the command line's settings into `record`: written after every attack
+    (marked partial until the last), and continued where one cut short stopped."""
+    attacks = parse_attacks(evaluation["attacks"])
+    result = {**header, "episodes": evaluation["episodes"], "command": "python " + shlex.join(sys.argv),
+              "made": made_on(), "partial": True, "returns": {}, "worst": None}
+    if record.exists():
+        result["returns"] = read_record(record)["returns"]
+        print(f"{record} was cut short: keeping {', '.join(result['returns']) or 'nothing'}, measuring the rest")
+
+    def keep(table):
+        result.update(returns=table, worst=worst_attack(table), partial=len(table) < len(attacks))
+        tmp = Path(str(record) + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, record)
+
+    target = Target(agent, obs_norm, header["env"], header["eps"], header["seed"], header["pgd_steps"],
+                    evaluation["attacker_steps"], str(record.with_suffix("")))
+    try:
+        keep(attack_suite(target, attacks, evaluation["episodes"], result["returns"], keep)[0])
+    except KeyboardInterrupt as e:
+        raise Interrupted(f"interrupted: the attacks finished ({', '.join(result['returns']) or 'none'}) "
+                          f"are kept in {record}, marked partial; the same command goes on",
+                          getattr(e, "status", 130))
+    print(f"\n{result['env']}  {result['algo']}  seed {result['seed']}  eps {result['eps']}"
+          f"  ({result['episodes']} episodes, deterministic actions)\n{'attack':10s} {'mean':>10s} {'std':>9s}")
+    for name, r in result["returns"].items():
+        mark = "  <- worst attack: the robust return" if name == result["worst"] else ""
+        print(f"{name:10s} {r['mean']:10.1f} {r['std']:9.1f}{mark}")
+    print(f"\nwrote {record}")
+    return result
+
+
+def made_on():
+    import platform
+    return {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.machine(),
+            "processor": platform.processor() or "unknown", "cores": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "gymnasium": gym.__version__, "numpy": np.__version__}
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, terminated)
+    signal.signal(signal.SIGTERM, terminated)  # outside training: stop as Ctrl-C does, status 143
     try:
         main()
     except UsageError as e:

@@ -163,7 +163,7 @@ def test_learned_attacks_perturbations_are_the_identity_at_eps_zero():
     assert torch.equal(barpo.sarl_perturbation(0.0)(obs, u), obs)
     assert torch.equal(barpo.paad_perturbation(agent, 0.0, 10)(obs, d), obs)
     q = lambda o, a: (o.sum(-1) - a.sum(-1)) ** 2
-    assert torch.equal(barpo.pgd_attack(obs, barpo.rs_objective(agent, q, obs), 0.0, 10), obs)
+    assert torch.equal(barpo.rs_attack(agent, q, obs, 0.0, 10), obs)
     # and they stay in the ball at any eps, whatever the attacker's output
     assert (barpo.sarl_perturbation(0.2)(obs, u) - obs).abs().max() <= 0.2 + 1e-6
     assert (barpo.paad_perturbation(agent, 0.2, 10)(obs, d) - obs).abs().max() <= 0.2 + 1e-6
@@ -488,17 +488,18 @@ def iteration_in(checkpoint):
         return 0
 
 
-def test_ctrl_c_in_training_keeps_the_last_finished_iteration(tmp_path):
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_in_training_keeps_the_last_finished_iteration(tmp_path, signum, status):
     proc = start_cli("--algo", "spo", "--total-steps", "2000000", "--compile", "off",
                      "--out", str(tmp_path))
     metrics = tmp_path / "metrics.csv"
     try:
         wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) > 2, proc)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()   # no-op when it has exited; otherwise it must not train on after the test
-    assert proc.returncode == 130, err
+    assert proc.returncode == status, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert f"--resume {tmp_path}" in err
     _, _, state = barpo.load_checkpoint(tmp_path / "checkpoint.pt")
@@ -523,17 +524,19 @@ def test_a_killed_run_resumes_to_the_uninterrupted_runs_weights_bit_for_bit(tmp_
     finally:
         proc.kill()
     assert not (cut / "eval.json").exists()
-    resumed = run_cli("--resume", str(cut), "--attacks", "none", "--episodes", "1")
+    resumed = run_cli("--resume", str(cut))   # with the evaluation settings it started with
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after iteration" in resumed.stdout
+    record = json.loads((cut / "eval.json").read_text())
+    assert list(record["returns"]) == ["none"] and record["episodes"] == 1
     a, b = (torch.load(d / "checkpoint.pt", weights_only=True) for d in (tmp_path / "whole", cut))
     assert all(torch.equal(a["agent"][k], b["agent"][k]) for k in a["agent"])
     assert torch.equal(a["obs_norm"]["var"], b["obs_norm"]["var"])
     strip = lambda d: [{k: v for k, v in r.items() if k not in ("wall_time_s", "sps")}
                        for r in csv.DictReader(open(d / "metrics.csv"))]
     assert strip(tmp_path / "whole") == strip(cut) and len(strip(cut)) == 7
-    again = run_cli("--resume", str(cut))
-    assert again.returncode == 0 and "nothing left to do" in again.stdout
+    again = run_cli("--resume", str(cut / "checkpoint.pt"))   # the folder or its checkpoint
+    assert again.returncode == 0 and "nothing left to do" in again.stdout, again.stderr
 
 
 def test_ctrl_c_in_evaluation_keeps_the_finished_attacks_marked_partial(pendulum_run, tmp_path):
@@ -551,6 +554,33 @@ def test_ctrl_c_in_evaluation_keeps_the_finished_attacks_marked_partial(pendulum
     assert proc.returncode == 130 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     kept = json.loads(record.read_text())
     assert kept["partial"] and list(kept["returns"]) == ["none"]
+    assert kept["worst"] is None   # it names no attack it never measured
+
+
+def test_the_same_command_completes_an_evaluation_cut_short(pendulum_run, tmp_path):
+    out, _ = pendulum_run
+    args = ("--eval", str(out / "checkpoint.pt"), "--attacks", "none,random,mad", "--eps", "0.3",
+            "--episodes", "2", "--out", str(tmp_path))
+    record = tmp_path / "eval-none+random+mad-eps0.3-2ep.json"
+    cut_short = {"env": "InvertedPendulum-v4", "partial": True, "worst": "random",
+                 "returns": {"none": {"mean": 123.0, "std": 0.0}, "random": {"mean": 45.0, "std": 0.0}}}
+    record.write_text(json.dumps(cut_short))
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    done = json.loads(record.read_text())
+    assert not done["partial"] and list(done["returns"]) == ["none", "random", "mad"]
+    assert done["returns"]["none"] == cut_short["returns"]["none"]   # kept, not measured again
+    assert done["worst"] == min(["random", "mad"], key=lambda a: done["returns"][a]["mean"])
+    again = run_cli(*args)
+    assert again.returncode == 2 and "already holds this evaluation" in again.stderr
+
+
+def test_no_time_left_is_printed_before_it_means_something():
+    cfg = barpo.Config(total_steps=20480, algo="spo")   # 10 iterations
+    row = lambda k: {"iteration": k, "env_steps": 2048 * k, "sps": 100.0, "episode_return": 1.0}
+    assert "left" not in barpo.progress_line(cfg, row(2), [40.0, 1.0])   # the first one compiles
+    assert "left 0.1 min" in barpo.progress_line(cfg, row(3), [40.0, 1.0, 1.0])   # 7 x 1 s
+    assert "left 0.0 min" in barpo.progress_line(cfg, row(10), [40.0])
 
 
 # --- small pieces the derivations rely on ---------------------------------------------------------
