@@ -65,7 +65,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from gymnasium.vector.utils import batch_space
 from torch.optim.adam import adam as functional_adam
 
 
@@ -548,10 +547,10 @@ def train(cfg, envs, agent, obs_norm, *, run_dir=None, resume=None, stop=None, l
     update = compiled_minibatch_update(rollout.device, log) if wants_compile(cfg) else minibatch_update
     first = restore_training(resume, rollout, optimizer, cfg) if resume else 0
     elapsed = resume["wall_time_s"] if resume else 0.0
-    metrics = open_metrics(run_dir / "metrics.csv", keep_rows=first) if run_dir else None
     start = last_print = time.perf_counter()
     rows, durations = [], []
-    try:
+    metrics_file = open_metrics(run_dir / "metrics.csv", first) if run_dir else contextlib.nullcontext()
+    with metrics_file as metrics:
         for k in range(first, cfg.iterations):
             began = time.perf_counter()
             stats = iteration(cfg, k, rollout, optimizer, update)
@@ -569,22 +568,21 @@ def train(cfg, envs, agent, obs_norm, *, run_dir=None, resume=None, stop=None, l
                 metrics.flush()
             last = k + 1 == cfg.iterations or (stop is not None and stop(rows))
             if run_dir and (last or (k + 1) % cfg.checkpoint_every == 0):
-                save_checkpoint(run_dir / "checkpoint.pt", training_state(cfg, rollout, optimizer, rows[-1]))
+                state = training_state(cfg, rollout, optimizer, rows[-1])
+                save_checkpoint(run_dir / "checkpoint.pt", state)
             if now - last_print > 5 or last:
                 last_print = now
                 log(progress_line(cfg, rows[-1], durations))
             if last:
                 break
-    finally:
-        if metrics:
-            metrics.close()
     return rows
 
 
 def progress_line(cfg, row, durations):
     """The time left is judged from the iterations after the first two (the first compiles the
     fast path); before there are any, none is printed."""
-    line = f"it {row['iteration']}/{cfg.iterations} | steps {row['env_steps']:,} | {row['sps']:,.0f} steps/s"
+    line = (f"it {row['iteration']}/{cfg.iterations} | steps {row['env_steps']:,} | "
+            f"{row['sps']:,.0f} steps/s")
     iterations_left = cfg.iterations - row["iteration"]
     if iterations_left == 0 or len(durations) > 2:
         left = iterations_left * np.mean(durations[2:][-50:]) if iterations_left else 0.0
@@ -610,20 +608,18 @@ def training_state(cfg, rollout, optimizer, row):
     """Everything a checkpoint needs to resume exactly, as plain tensors and primitives (so that
     torch.load(weights_only=True) reads it); saved at once, so nothing needs copying."""
     agent, scaler = rollout.agent, rollout.reward_scaler
-    state = {"format": CHECKPOINT_FORMAT, "agent": agent.state_dict(),
-             "obs_norm": normalizer_state(rollout.obs_norm), "config": dataclasses.asdict(cfg),
-             "obs_dim": agent.mu[0].in_features, "act_dim": agent.log_std.numel(),
-             "env_steps": row["env_steps"]}
-    rollout_now = {"raw_obs": torch.as_tensor(rollout.raw_obs), "finished": [float(x) for x in rollout.finished],
-                   "episode_return": torch.as_tensor(rollout.episode_return),
-                   "reward_stats": normalizer_state(scaler.stats), "reward_ret": torch.as_tensor(scaler.ret)}
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state()
-    state["training"] = {"iteration": row["iteration"], "wall_time_s": row["wall_time_s"],
-                         "optimizer": optimizer.state_dict(), "rollout": rollout_now,
-                         "envs": env_state(rollout.envs), "rng": rng}
-    return state
+    where = {"raw_obs": torch.as_tensor(rollout.raw_obs), "finished": [float(x) for x in rollout.finished],
+             "episode_return": torch.as_tensor(rollout.episode_return),
+             "reward_stats": normalizer_state(scaler.stats), "reward_ret": torch.as_tensor(scaler.ret)}
+    return {"format": CHECKPOINT_FORMAT, "agent": agent.state_dict(), "config": dataclasses.asdict(cfg),
+            "obs_norm": normalizer_state(rollout.obs_norm), "env_steps": row["env_steps"],
+            "obs_dim": agent.mu[0].in_features, "act_dim": agent.log_std.numel(),
+            "training": {"iteration": row["iteration"], "wall_time_s": row["wall_time_s"],
+                         "optimizer": optimizer.state_dict(), "rollout": where,
+                         "envs": env_state(rollout.envs), "rng": rng}}
 
 
 def restore_training(state, rollout, optimizer, cfg):
@@ -646,12 +642,14 @@ def restore_training(state, rollout, optimizer, cfg):
 
 
 def normalizer_state(norm):
-    return {"mean": torch.as_tensor(norm.mean), "var": torch.as_tensor(norm.var), "count": float(norm.count)}
+    return {"mean": torch.as_tensor(norm.mean), "var": torch.as_tensor(norm.var),
+            "count": float(norm.count)}
 
 
 def normalizer_from_state(state):
     norm = ObsNormalizer(len(state["mean"]))
-    norm.mean, norm.var, norm.count = state["mean"].cpu().numpy(), state["var"].cpu().numpy(), state["count"]
+    norm.mean, norm.var = state["mean"].cpu().numpy(), state["var"].cpu().numpy()
+    norm.count = state["count"]
     return norm
 
 
@@ -675,7 +673,8 @@ def set_env_state(envs, states):
     import mujoco
     for env, state in zip(envs.envs, states):
         sim = env.unwrapped
-        mujoco.mj_setState(sim.model, sim.data, state["sim"].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        mujoco.mj_setState(sim.model, sim.data, state["sim"].numpy(), spec)
         time_limit(env)._elapsed_steps = state["elapsed"]
         sim.np_random.bit_generator.state = state["rng"]
 
@@ -703,11 +702,13 @@ def load_checkpoint(path, env_id=None, device="cpu"):
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # torch raises many kinds for a truncated or foreign file
-        raise InputError(f"{path} is not a checkpoint that barpo.py wrote ({type(e).__name__} while reading it)")
-    if not isinstance(state, dict) or state.get("format") not in ("barpo-checkpoint-1", CHECKPOINT_FORMAT):
+        raise InputError(f"{path} is not a checkpoint that barpo.py wrote ({type(e).__name__} "
+                         f"while reading it)")
+    known = (CHECKPOINT_FORMAT, "barpo-checkpoint-1")
+    if not isinstance(state, dict) or state.get("format") not in known:
         raise InputError(f"{path} is a torch file but not a checkpoint that barpo.py wrote")
-    if state["format"] == "barpo-checkpoint-1":  # before resuming existed: no training state
-        state["obs_norm"] = {"mean": state["obs_mean"], "var": state["obs_var"], "count": state["obs_count"]}
+    if state["format"] == "barpo-checkpoint-1":  # the shipped agents': no training state
+        state["obs_norm"] = {k: state["obs_" + k] for k in ("mean", "var", "count")}
     task = state["config"]["env"]
     if env_id is not None and task != env_id:
         raise InputError(f"{path} is an agent for {task}, not for {env_id}")
@@ -807,7 +808,8 @@ def compile_or_fallback(fn, fallback, device, log):
     with the same arguments, serves from then on. Random numbers are drawn as eagerly."""
     import torch._inductor.config
     torch._inductor.config.fallback_random = True
-    compiled = torch.compile(fn, fullgraph=True, mode="reduce-overhead" if device.type == "cuda" else None)
+    mode = "reduce-overhead" if device.type == "cuda" else None
+    compiled = torch.compile(fn, fullgraph=True, mode=mode)
     failed = []
 
     def call(*args):
@@ -853,8 +855,8 @@ def make_attack(name, agent, eps, pgd_steps=10):
     def mad(obs):
         with torch.no_grad():
             mu_clean = agent.mu(obs)
-        return pgd_attack(obs, lambda o_hat: -gaussian_kl(mu_clean, agent.mu(o_hat), agent.log_std.detach()),
-                          eps, pgd_steps)
+        kl = lambda o_hat: gaussian_kl(mu_clean, agent.mu(o_hat), agent.log_std.detach())
+        return pgd_attack(obs, lambda o_hat: -kl(o_hat), eps, pgd_steps)
     return mad
 
 
@@ -987,9 +989,7 @@ class VictimUnderAttack(gym.vector.VectorWrapper):
         super().__init__(envs)
         dim = envs.single_observation_space.shape[0]
         self.single_observation_space = gym.spaces.Box(-10.0, 10.0, (dim,), np.float64)
-        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.victim, self.obs_norm, self.perturb = victim, obs_norm, perturb
         self.device = next(victim.parameters()).device
 
@@ -1116,11 +1116,12 @@ def prepare_robust_sarsa(target, name):
     """One collection of the victim's transitions, then a Q model and its attack per setting."""
     seed = target.seed + ATTACKER_SEED_OFFSET["rs"]
     target.log(f"learning {len(ROBUST_SARSA['models'])} Q models of the agent for robust sarsa")
-    data = victim_transitions(target.agent, target.obs_norm, target.env_id, ROBUST_SARSA["data_steps"], seed)
+    agent, steps = target.agent, ROBUST_SARSA["data_steps"]
+    data = victim_transitions(agent, target.obs_norm, target.env_id, steps, seed)
     attacks = []
     for radius, smoothness in ROBUST_SARSA["models"]:
         q = train_robust_sarsa(data, radius, smoothness, ROBUST_SARSA["epochs"], seed, target.log)
-        attack = functools.partial(rs_attack, target.agent, q, eps=target.eps, pgd_steps=target.pgd_steps)
+        attack = functools.partial(rs_attack, agent, q, eps=target.eps, pgd_steps=target.pgd_steps)
         attacks.append((attack, {"action_radius": radius, "smoothness": smoothness}))
     return {"pgd_steps": target.pgd_steps, "data_steps": ROBUST_SARSA["data_steps"],
             "epochs": ROBUST_SARSA["epochs"], "seed": seed}, attacks
@@ -1164,15 +1165,18 @@ def attack_suite(target, attacks=tuple(ATTACKS), episodes=50, table=None, on_res
         description, prepare = ATTACKS[name]
         # at eps 0 the ball is the point o: every attack is the identity
         own, candidates = prepare(target, name) if target.eps > 0 else ({}, [(None, {})])
-        tried = [(evaluate(target.agent, target.obs_norm, target.env_id, attack, episodes, target.seed),
-                  model) for attack, model in candidates]
+        run = functools.partial(evaluate, target.agent, target.obs_norm, target.env_id,
+                                episodes=episodes, seed=target.seed)
+        tried = [(run(attack), model) for attack, model in candidates]
         returns = min(tried, key=lambda t: t[0].mean())[0]
         settings.update(own)
         if len(tried) > 1:
-            settings["models"] = [{**m, "mean": float(r.mean()), "std": float(r.std())} for r, m in tried]
+            settings["models"] = [{**m, "mean": float(r.mean()), "std": float(r.std())}
+                                  for r, m in tried]
+        seconds = round(time.perf_counter() - began, 1)
         table[name] = {"mean": float(returns.mean()), "std": float(returns.std()),
-                       "seconds": round(time.perf_counter() - began, 1), "settings": settings}
-        target.log(f"  {name:8s} {returns.mean():9.1f} +- {returns.std():7.1f}   ({table[name]['seconds']:.1f} s)")
+                       "seconds": seconds, "settings": settings}
+        target.log(f"  {name:8s} {returns.mean():9.1f} +- {returns.std():7.1f}   ({seconds:.1f} s)")
         if on_result:
             on_result(table)
     return table, worst_attack(table)
@@ -1292,7 +1296,8 @@ def config_from_args(args):
     try:  # before anything else: nothing else matters for a task we cannot run
         make_envs(env_id, 1).close()
     except InputError as e:
-        raise UsageError(f"{e}; choose a task with continuous observations and actions, e.g. --env Hopper-v4")
+        raise UsageError(f"{e}; choose a task with continuous observations and actions, "
+                         f"e.g. --env Hopper-v4")
     ramp = args.kappa_ramp is not None
     if ramp and args.kappa is not None:
         raise UsageError("give --kappa (a constant strength) or --kappa-ramp (a ramp), not both")
@@ -1302,7 +1307,8 @@ def config_from_args(args):
     eps = TASK_EPS.get(env_id.split("-")[0]) if args.eps is None else args.eps
     if eps is None:
         raise UsageError(f"{env_id} has no default attack radius; give one with --eps (e.g. --eps 0.1)")
-    flags = {name: getattr(args, name) for name in TRAINING if name not in ("kappa", "kappa_ramp", "init")}
+    set_above = ("kappa", "kappa_ramp", "init")
+    flags = {name: getattr(args, name) for name in TRAINING if name not in set_above}
     return Config(env=env_id, eps=eps, kappa_schedule="ramp" if ramp else "constant",
                   kappa=Config.kappa if args.kappa is None else args.kappa,
                   kappa_ramp=args.kappa_ramp if ramp else Config.kappa_ramp, device=args.device,
@@ -1310,7 +1316,8 @@ def config_from_args(args):
 
 
 def evaluation_settings(args, saved=None):
-    """--attacks, --episodes and --attacker-steps: as given, else as the run started, else the defaults."""
+    """--attacks, --episodes and --attacker-steps: as given, else as the run started, else the
+    defaults."""
     settings = {**EVALUATION, **(saved or {})}
     settings.update({k: getattr(args, k) for k in settings if getattr(args, k) is not None})
     settings["attacks"] = ",".join(parse_attacks(settings["attacks"]))
@@ -1321,7 +1328,8 @@ def parse_attacks(text):
     names = [RENAMED.get(a.strip(), a.strip()) for a in text.split(",") if a.strip()]
     unknown = [a for a in names if a not in ATTACKS]
     if unknown or not names:
-        raise UsageError(f"unknown attack(s) {unknown or text!r} in --attacks; choose from {','.join(ATTACKS)}")
+        raise UsageError(f"unknown attack(s) {unknown or text!r} in --attacks; choose from "
+                         f"{','.join(ATTACKS)}")
     return names
 
 
@@ -1363,7 +1371,8 @@ def train_command(args):
     device = pick_device(args.device)
     run_dir = Path(args.out or f"runs/{cfg.env}-{cfg.algo}-seed{cfg.seed}")
     if any((run_dir / name).exists() for name in ("checkpoint.pt", "eval.json")):
-        raise UsageError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or give another --out")
+        raise UsageError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
+                         f"or give another --out")
     torch.manual_seed(cfg.seed)
     envs = make_envs(cfg.env, cfg.num_envs, cfg.vector_env)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
@@ -1377,7 +1386,8 @@ def train_command(args):
 def resume_command(args):
     given = Path(args.resume)
     run_dir = given.parent if given.is_file() else given
-    agent, obs_norm, state = checkpoint_for("--resume", run_dir / "checkpoint.pt", device=pick_device(args.device))
+    device = pick_device(args.device)
+    agent, obs_norm, state = checkpoint_for("--resume", run_dir / "checkpoint.pt", device=device)
     if "training" not in state:
         raise UsageError(f"{run_dir / 'checkpoint.pt'} holds an agent but no training state "
                          f"(written by an older barpo.py); evaluate it with --eval instead")
@@ -1393,8 +1403,10 @@ class StopAtIterationEnd:
     at once, losing the iterations since the last checkpoint."""
 
     def __enter__(self):
-        self.received, in_main_thread = None, threading.current_thread() is threading.main_thread()
-        self.previous = {s: signal.signal(s, self.ask) for s in (signal.SIGINT, signal.SIGTERM) if in_main_thread}
+        self.received, signals = None, (signal.SIGINT, signal.SIGTERM)
+        if threading.current_thread() is not threading.main_thread():  # handlers live there
+            signals = ()
+        self.previous = {s: signal.signal(s, self.ask) for s in signals}
         return self
 
     def ask(self, signum, frame):
@@ -1424,7 +1436,8 @@ def run_training(cfg, envs, agent, obs_norm, run_dir, resume=None):
     except KeyboardInterrupt as e:  # a second signal: stopped at once
         stopping.received = signal.SIGTERM if getattr(e, "status", 130) == 143 else signal.SIGINT
     if stopping.received is not None:
-        status, checkpoint = 143 if stopping.received == signal.SIGTERM else 130, run_dir / "checkpoint.pt"
+        status = 143 if stopping.received == signal.SIGTERM else 130
+        checkpoint = run_dir / "checkpoint.pt"
         if not checkpoint.exists():
             raise Interrupted("interrupted before the first checkpoint; nothing to keep", status)
         saved = load_checkpoint(checkpoint)[2]["training"]["iteration"]
@@ -1444,7 +1457,8 @@ def evaluate_command(args):
     evaluation = evaluation_settings(args)
     out_dir = Path(args.out or Path(args.eval).parent)
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = out_dir / eval_record_name(parse_attacks(evaluation["attacks"]), eps, evaluation["episodes"])
+    attacks = parse_attacks(evaluation["attacks"])
+    record = out_dir / eval_record_name(attacks, eps, evaluation["episodes"])
     if record.exists() and not read_record(record)["partial"]:
         raise UsageError(f"{record} already holds this evaluation; to make it again, give another "
                          f"--out folder (it is never replaced)")
@@ -1454,7 +1468,8 @@ def evaluate_command(args):
 
 def record_header(config, total_steps, eps):
     """What an evaluation record says of the agent it evaluated."""
-    return {**{k: config[k] for k in ("env", "algo", "seed", "pgd_steps")}, "total_steps": total_steps, "eps": eps}
+    return {**{k: config[k] for k in ("env", "algo", "seed", "pgd_steps")},
+            "total_steps": total_steps, "eps": eps}
 
 
 def eval_record_name(attacks, eps, episodes):
@@ -1479,7 +1494,8 @@ def run_evaluation(agent, obs_norm, header, evaluation, record):
               "made": made_on(), "partial": True, "returns": {}, "worst": None}
     if record.exists():
         result["returns"] = read_record(record)["returns"]
-        print(f"{record} was cut short: keeping {', '.join(result['returns']) or 'nothing'}, measuring the rest")
+        kept = ", ".join(result["returns"]) or "nothing"
+        print(f"{record} was cut short: keeping {kept}, measuring the rest")
 
     def keep(table):
         result.update(returns=table, worst=worst_attack(table), partial=len(table) < len(attacks))
@@ -1492,11 +1508,13 @@ def run_evaluation(agent, obs_norm, header, evaluation, record):
     try:
         keep(attack_suite(target, attacks, evaluation["episodes"], result["returns"], keep)[0])
     except KeyboardInterrupt as e:
-        raise Interrupted(f"interrupted: the attacks finished ({', '.join(result['returns']) or 'none'}) "
-                          f"are kept in {record}, marked partial; the same command goes on",
+        finished = ", ".join(result["returns"]) or "none"
+        raise Interrupted(f"interrupted: the attacks finished ({finished}) are kept in {record}, "
+                          f"marked partial; the same command goes on",
                           getattr(e, "status", 130))
     print(f"\n{result['env']}  {result['algo']}  seed {result['seed']}  eps {result['eps']}"
-          f"  ({result['episodes']} episodes, deterministic actions)\n{'attack':10s} {'mean':>10s} {'std':>9s}")
+          f"  ({result['episodes']} episodes, deterministic actions)")
+    print(f"{'attack':10s} {'mean':>10s} {'std':>9s}")
     for name, r in result["returns"].items():
         mark = "  <- worst attack: the robust return" if name == result["worst"] else ""
         print(f"{name:10s} {r['mean']:10.1f} {r['std']:9.1f}{mark}")

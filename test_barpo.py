@@ -394,7 +394,7 @@ def test_robust_sarsa_sweeps_its_q_models_and_reports_the_lowest(pendulum_run, m
     # The pendulum falls alike under every Q model: shift each model's returns apart, so that
     # which one is reported shows
     real_evaluate, shifts = barpo.evaluate, iter([30.0, -20.0, 10.0])
-    monkeypatch.setattr(barpo, "evaluate", lambda *args: real_evaluate(*args) + next(shifts))
+    monkeypatch.setattr(barpo, "evaluate", lambda *a, **kw: real_evaluate(*a, **kw) + next(shifts))
     table, _ = barpo.attack_suite(barpo.Target(agent, norm, "InvertedPendulum-v4", 0.4, log=lambda s: None),
                                   ["rs"], 3)
     rs = table["rs"]

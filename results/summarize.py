@@ -9,8 +9,11 @@ kappa0.1, kappa0.5, ramp, ramp-g0.3). Every folder holds checkpoint.pt, metrics.
 the evaluation made at the end of training (random, critic, MAD and an SA-RL attacker trained for
 200k steps). full/ folders also hold the six-attack re-evaluation,
 eval-none+random+critic+mad+rs+optimal+paad-eps<eps>-50ep.json, whose learned attackers trained
-for 1M steps or more (their curves beside it); where it exists, it gives the worst case. The
-notebook imports load_runs() to plot the same numbers.
+for 1M steps or more (their curves beside it; "optimal" is the SA-RL attack's older name), and,
+where it has been made, eval-none+rs+paad-eps<eps>-50ep.json with the stronger robust sarsa (the
+lowest of six Q models) and PA-AD (cos+norm actor). Each attack's return is its newest record's;
+the worst case is the lowest over the six. The notebook imports load_runs() to plot the same
+numbers.
 """
 
 import csv
@@ -22,42 +25,57 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 TASKS = ("Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4")
 METHODS = ("spo", "arpo", "barpo-kappa0.02")       # the three methods; barpo-kappa0.02 is the default
-SUITE = ("random", "critic", "mad", "rs", "optimal", "paad")
+SUITE = ("random", "critic", "mad", "rs", "sarl", "paad")
+RENAMED = {"optimal": "sarl"}   # as barpo.RENAMED: SA-RL's name in the older records
 COLORS = {"spo": "tab:blue", "arpo": "tab:orange", "barpo-kappa0.02": "tab:green"}
 LABELS = {"spo": "SPO", "arpo": "ARPO", "barpo-kappa0.02": "BARPO (kappa 0.02)"}
 
 
-def suite_record(folder):
-    """The six-attack re-evaluation of a run, if it has one."""
-    for path in sorted(folder.glob("eval-*.json")):
-        record = json.loads(path.read_text())
-        if not record.get("partial") and set(SUITE) <= set(record["returns"]):
-            return record
-    return None
+def read_record(path):
+    record = json.loads(path.read_text())
+    record["returns"] = {RENAMED.get(k, k): v for k, v in record["returns"].items()}
+    return record
+
+
+def newest_returns(folder):
+    """The re-evaluations of a run (complete ones, oldest first): each attack's newest result,
+    and the one it replaced (attack -> result) where an attack was measured again."""
+    records = [read_record(p) for p in folder.glob("eval-*.json")]
+    newest, replaced = {}, {}
+    for record in sorted((r for r in records if not r.get("partial")), key=lambda r: r["made"]["date"]):
+        for name, result in record["returns"].items():
+            if name in newest and name != "none":
+                replaced[name] = newest[name]
+            newest[name] = result
+    return newest, replaced
 
 
 def load_runs(root=ROOT):
     """One dict per run: budget, task, variant, seed, steps, eps, natural, worst, worst_attack,
-    returns (attack -> mean), older (the end-of-training evaluation: its attacks and worst case),
-    seconds (attack -> seconds, six-attack runs), final_kl (mean realized attack KL of the last
-    10% of iterations) and folder."""
+    returns (attack -> mean, each attack's newest), replaced (attack -> the mean a newer record
+    replaced), older (the end-of-training evaluation: its attacks and worst case), seconds
+    (attack -> seconds, re-evaluated runs), final_kl (mean realized attack KL of the last 10% of
+    iterations) and folder."""
     runs = []
     for path in sorted(Path(root).glob("*/*/*/seed*/eval.json")):
         budget, task, variant, _ = path.parent.relative_to(root).parts
-        older = json.loads(path.read_text())
-        record = suite_record(path.parent) or older
-        returns = {name: r["mean"] for name, r in record["returns"].items()}
+        older = read_record(path)
+        newest, replaced = newest_returns(path.parent)
+        six = set(SUITE) <= set(newest)
+        results = newest if six else older["returns"]
+        returns = {name: r["mean"] for name, r in results.items()}
+        worst = min((a for a in returns if a != "none"), key=returns.get)
         rows = list(csv.DictReader(open(path.parent / "metrics.csv")))
         last = rows[-max(1, len(rows) // 10):]
-        runs.append({"budget": budget, "task": task, "variant": variant, "seed": record["seed"],
-                     "steps": record["total_steps"], "eps": record["eps"], "natural": returns["none"],
-                     "worst": returns[record["worst"]], "worst_attack": record["worst"],
-                     "returns": returns, "six_attacks": record is not older,
-                     "older": {"optimal_200k": older["returns"].get("optimal", {}).get("mean"),
-                               "worst": older["returns"][older["worst"]]["mean"],
-                               "worst_attack": older["worst"]},
-                     "seconds": {n: r["seconds"] for n, r in record["returns"].items() if "seconds" in r},
-                     "attacker_steps": {n: r["settings"]["attacker_steps"] for n, r in record["returns"].items()
+        runs.append({"budget": budget, "task": task, "variant": variant, "seed": older["seed"],
+                     "steps": older["total_steps"], "eps": older["eps"], "natural": returns["none"],
+                     "worst": returns[worst], "worst_attack": worst, "returns": returns,
+                     "six_attacks": six, "replaced": {n: r["mean"] for n, r in replaced.items()},
+                     "older": {"sarl_200k": older["returns"].get("sarl", {}).get("mean"),
+                               "worst": older["returns"][RENAMED.get(older["worst"], older["worst"])]["mean"],
+                               "worst_attack": RENAMED.get(older["worst"], older["worst"])},
+                     "seconds": {n: r["seconds"] for n, r in results.items() if "seconds" in r},
+                     "attacker_steps": {n: r["settings"]["attacker_steps"] for n, r in results.items()
                                         if "attacker_steps" in r.get("settings", {})},
                      "final_kl": statistics.fmean(float(r["attack_kl"]) for r in last),
                      "folder": path.parent.relative_to(root.parent)})
@@ -112,14 +130,17 @@ def summary_table(runs, zero):
 
 def per_seed_table(runs):
     six = any(r["six_attacks"] for r in runs)
-    attacks = SUITE if six else ("random", "critic", "mad", "optimal")
-    older = ["SA-RL 200k (older)", "older worst"] if six else []
+    attacks = SUITE if six else ("random", "critic", "mad", "sarl")
+    redone = sorted({a for r in runs for a in r["replaced"]}, key=SUITE.index)
+    older = [f"{a} before" for a in redone] + (["SA-RL 200k (older)", "older worst"] if six else [])
     lines = ["| " + " | ".join(["run", "seed", "natural", *attacks, "worst", *older]) + " |",
              "|---|---|---|" + "---|" * (len(attacks) + 1 + len(older))]
     for r in runs:
         cells = [f"{r['returns'][a]:.0f}" if a in r["returns"] else "-" for a in attacks]
         if six:
-            cells += [f"{r['worst']:.0f} ({r['worst_attack']})", f"{r['older']['optimal_200k']:.0f}",
+            cells += [f"{r['worst']:.0f} ({r['worst_attack']})"]
+            cells += [f"{r['replaced'][a]:.0f}" if a in r["replaced"] else "-" for a in redone]
+            cells += [f"{r['older']['sarl_200k']:.0f}",
                       f"{r['older']['worst']:.0f} ({r['older']['worst_attack']})"]
         else:
             cells.append(f"{r['worst']:.0f} ({r['worst_attack']})")
