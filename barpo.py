@@ -11,8 +11,7 @@ it: metrics and checkpoints, the compiled fast path, the evaluation attacks, the
 
 Paper notion                                  Name in this file
 --------------------------------------------  -----------------------------------------------
-ISA-MDP (CAR): adversary cannot change the    docstring of `attack_strength` (why optima are
-  optimal action inside the ball              preserved)
+ISA-MDP (CAR): optimal actions kept in ball   docstring of `attack_strength` (optima preserved)
 observation o (normalized state)              `ObsNormalizer`, the `obs` tensors
 adversary nu, perturbed observation o_hat     `pgd_attack(...)` -> `o_hat`
 ball B_eps(o) (L-infinity, normalized obs)    `eps`, the clamp in `pgd_attack`
@@ -27,8 +26,7 @@ lower level (inner minimization)              `adversary_objective` + `pgd_attac
 upper level (outer maximization)              `minibatch_loss`, `bilevel_update`
 one iteration of the bilevel loop             `iteration`
 SPO guidance                                  `--spo-guidance`, `Config.spo_guidance`
-FOSP (first-order stationary policy)          where the upper-level gradient vanishes; the
-                                              notebook's toy shows the sticky ones
+FOSP (first-order stationary policy)          upper-level gradient 0; the notebook's toy
 robust return (worst case over attacks)       `ATTACKS`, `attack_suite`
 
 What is reconstructed. The paper's text is not available to this project; only its abstract and
@@ -317,9 +315,9 @@ def pgd_attack(obs, objective, eps, steps):
     step_size_i = 4 eps (K - i) / (K (K + 1)) for i = 0..K-1: they add up to 2 eps, so the path
     can cross the ball from any start, and the last ones are small, so an optimum inside the ball
     (BARPO at small kappa, where the KL pulls o_hat back to o) is found rather than jumped around.
-    The random start avoids the zero gradient of objectives that are minimal at o_hat = o (the
-    KL). Samples are independent, so the gradient of the summed objective gives every sample its
-    own gradient. eps may be a number or a 0-d tensor; at eps = 0 the ball is the point obs.
+    The random start avoids the zero gradient of objectives minimal at o_hat = o (the KL). The
+    gradient of the summed objective is every sample's own (they are independent). eps may be a
+    number or a 0-d tensor; at eps = 0 the ball is the point obs.
     """
     lo, hi = obs - eps, obs + eps
     o_hat = obs + eps * (2 * torch.rand_like(obs) - 1)
@@ -343,10 +341,9 @@ def adversary_objective(agent, mb, adv, kappa, clip):
     """BARPO's lower level on a minibatch mb (with its normalized advantages adv):
     f(o_hat) = kappa l(theta; o_hat) + (1 - kappa) KL(pi(.|o) || pi(.|o_hat)).
 
-    kappa = 1: f = l, the strongest adversary of ARPO / CAR-PPO (it only hurts the surrogate).
-    kappa -> 0: the KL term dominates and its minimizer is o_hat = o, i.e. SPO (the loop skips the
-    attack at kappa = 0 so that the update is SPO's to the bit). At kappa = 1 the KL term is
-    multiplied by exactly 0, so f is l to the bit; kappa may be a number or a 0-d tensor.
+    kappa = 1: f = l (the KL term times exactly 0), the strongest adversary of ARPO / CAR-PPO: it
+    only hurts the surrogate. kappa -> 0: the KL term dominates and its minimizer is o_hat = o,
+    i.e. SPO (the loop skips the attack at kappa = 0 so that the update is SPO's to the bit).
     In between it is the Lagrangian of "hurt the surrogate most within a KL budget": divided by
     kappa, f is l + lam * KL with lam = (1 - kappa) / kappa, so every nat of KL the adversary causes
     costs it lam units of surrogate. Relaxed to policy space, min_q E_q[A] + lam KL(q || pi) is
@@ -455,9 +452,13 @@ def minibatch_update(agent, optimizer, mb, strength, cfg):
     loss, stats = minibatch_loss(agent, mb, strength, cfg)
     optimizer.zero_grad()
     loss.backward()
-    nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
+    nn.utils.clip_grad_norm_(optimizer_params(optimizer), cfg.max_grad_norm)
     optimizer.step()
     return stats
+
+
+def optimizer_params(optimizer):
+    return [p for group in optimizer.param_groups for p in group["params"]]
 
 
 def bilevel_update(agent, optimizer, batch, strength, cfg, update=minibatch_update):
@@ -747,10 +748,6 @@ class MinibatchLoss(nn.Module):
 
     def forward(self, mb, strength, cfg):
         return minibatch_loss(self.agent, mb, strength, cfg)
-
-
-def optimizer_params(optimizer):
-    return [p for group in optimizer.param_groups for p in group["params"]]
 
 
 def functional_minibatch_update(loss_module, optimizer, lrs, mb, strength, cfg):
@@ -1279,8 +1276,10 @@ def parse_args(argv):
         "continue an interrupted run; with --eval, only evaluate a saved agent.",
         epilog="attacks: " + "; ".join(f"{k}: {v[0]}" for k, v in ATTACKS.items()) +
                ". The robust return is the lowest return over the attacks run.")
+    metavars = {"eval": "CHECKPOINT", "init": "CHECKPOINT", "resume": "RUN_DIR", "out": "DIR",
+                "kappa_ramp": "FRACTION", "checkpoint_every": "N", "attacks": "LIST"}
     for name, (default, kind, text) in FLAGS.items():
-        typed = {"choices": kind} if isinstance(kind, list) else {"type": kind}
+        typed = {"choices": kind} if isinstance(kind, list) else {"type": kind, "metavar": metavars.get(name)}
         p.add_argument("--" + name.replace("_", "-"), default=default, help=text, **typed)
     args = p.parse_args(argv)
     args.given = {name for name in TRAINING if getattr(args, name) != FLAGS[name][0]}
