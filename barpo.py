@@ -1159,7 +1159,7 @@ def attack_suite(target, attacks=tuple(ATTACKS), episodes=50, table=None, on_res
     for name in (a for a in attacks if a not in table):
         began, first = time.perf_counter(), target.seed + EVAL_SEED_OFFSET
         settings = {"eps": target.eps, "episode_seeds": [first, first + episodes - 1]}
-        description, prepare = ATTACKS[name]
+        _, prepare = ATTACKS[name]
         # at eps 0 the ball is the point o: every attack is the identity
         own, candidates = prepare(target, name) if target.eps > 0 else ({}, [(None, {})])
         run = functools.partial(evaluate, target.agent, target.obs_norm, target.env_id,
@@ -1279,7 +1279,8 @@ def parse_args(argv):
     metavars = {"eval": "CHECKPOINT", "init": "CHECKPOINT", "resume": "RUN_DIR", "out": "DIR",
                 "kappa_ramp": "FRACTION", "checkpoint_every": "N", "attacks": "LIST"}
     for name, (default, kind, text) in FLAGS.items():
-        typed = {"choices": kind} if isinstance(kind, list) else {"type": kind, "metavar": metavars.get(name)}
+        typed = ({"choices": kind} if isinstance(kind, list) else
+                 {"type": kind, "metavar": metavars.get(name)})
         p.add_argument("--" + name.replace("_", "-"), default=default, help=text, **typed)
     args = p.parse_args(argv)
     args.given = {name for name in TRAINING if getattr(args, name) != FLAGS[name][0]}
@@ -1420,15 +1421,15 @@ class StopAtIterationEnd:
 
 def run_training(cfg, envs, agent, obs_norm, run_dir, resume=None):
     """Train (or go on training) into run_dir, then evaluate into run_dir/eval.json."""
-    trained, done = cfg.iterations * cfg.steps_per_iteration, resume["iteration"] if resume else 0
+    trained, finished = cfg.iterations * cfg.steps_per_iteration, resume["iteration"] if resume else 0
     print(f"{cfg.algo.upper()} on {cfg.env}: {trained:,} steps ({cfg.iterations} iterations of "
           f"{cfg.steps_per_iteration}), eps {cfg.eps}, device {next(agent.parameters()).device}, "
           f"compile {'on' if wants_compile(cfg) else 'off'}, run folder {run_dir}"
-          + (f"; resuming after iteration {done}" if resume else ""))
+          + (f"; resuming after iteration {finished}" if resume else ""))
     stopping = StopAtIterationEnd()
     try:
         with stopping, contextlib.closing(envs):
-            if done < cfg.iterations:
+            if finished < cfg.iterations:
                 rows = train(cfg, envs, agent, obs_norm, run_dir=run_dir, resume=resume,
                              stop=lambda rows: stopping.received is not None)
                 print(f"trained {trained:,} steps in {rows[-1]['wall_time_s']:.0f} s; evaluating")
