@@ -11,9 +11,10 @@ the evaluation made at the end of training (random, critic, MAD and an SA-RL att
 eval-none+random+critic+mad+rs+optimal+paad-eps<eps>-50ep.json, whose learned attackers trained
 for 1M steps or more (their curves beside it; "optimal" is the SA-RL attack's older name), and,
 where it has been made, eval-none+rs+paad-eps<eps>-50ep.json with the stronger robust sarsa (the
-lowest of six Q models) and PA-AD (cos+norm actor). Each attack's return is its newest record's;
-the worst case is the lowest over the six. The notebook imports load_runs() to plot the same
-numbers.
+lowest of six Q models) and PA-AD (cos+norm actor). Each attack's column is its newest record's;
+the worst case is the lowest return any of the six attacks reached in any record (where a newer
+rs or paad did less than the older one, the older counts, marked "before"). The notebook imports
+load_runs() to plot the same numbers.
 """
 
 import csv
@@ -64,12 +65,13 @@ def load_runs(root=ROOT):
         six = set(SUITE) <= set(newest)
         results = newest if six else older["returns"]
         returns = {name: r["mean"] for name, r in results.items()}
-        worst = min((a for a in returns if a != "none"), key=returns.get)
+        measured = {**{f"{a} before": r["mean"] for a, r in replaced.items()}, **returns}
+        worst = min((a for a in measured if a != "none"), key=measured.get)
         rows = list(csv.DictReader(open(path.parent / "metrics.csv")))
         last = rows[-max(1, len(rows) // 10):]
         runs.append({"budget": budget, "task": task, "variant": variant, "seed": older["seed"],
                      "steps": older["total_steps"], "eps": older["eps"], "natural": returns["none"],
-                     "worst": returns[worst], "worst_attack": worst, "returns": returns,
+                     "worst": measured[worst], "worst_attack": worst, "returns": returns,
                      "six_attacks": six, "replaced": {n: r["mean"] for n, r in replaced.items()},
                      "older": {"sarl_200k": older["returns"].get("sarl", {}).get("mean"),
                                "worst": older["returns"][RENAMED.get(older["worst"], older["worst"])]["mean"],
