@@ -1432,9 +1432,10 @@ def run_training(cfg, envs, agent, obs_norm, run_dir, resume=None):
             if finished < cfg.iterations:
                 rows = train(cfg, envs, agent, obs_norm, run_dir=run_dir, resume=resume,
                              stop=lambda rows: stopping.received is not None)
-                print(f"trained {trained:,} steps in {rows[-1]['wall_time_s']:.0f} s; evaluating")
     except KeyboardInterrupt as e:  # a second signal: stopped at once
         stopping.received = signal.SIGTERM if getattr(e, "status", 130) == 143 else signal.SIGINT
+    if stopping.received is None and finished < cfg.iterations:
+        print(f"trained {trained:,} steps in {rows[-1]['wall_time_s']:.0f} s; evaluating")
     if stopping.received is not None:
         status = 143 if stopping.received == signal.SIGTERM else 130
         checkpoint = run_dir / "checkpoint.pt"

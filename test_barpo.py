@@ -501,7 +501,7 @@ def test_ctrl_c_or_sigterm_in_training_keeps_the_last_finished_iteration(tmp_pat
         proc.kill()   # no-op when it has exited; otherwise it must not train on after the test
     assert proc.returncode == status, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert f"--resume {tmp_path}" in err
+    assert f"--resume {tmp_path}" in err and "evaluating" not in out
     _, _, state = barpo.load_checkpoint(tmp_path / "checkpoint.pt")
     finished = len(metrics.read_text().splitlines()) - 1   # one row per finished iteration
     assert finished >= 2 and state["training"]["iteration"] == finished
