@@ -166,8 +166,10 @@ def cost_table(runs):
 def tables(runs, zero):
     out = ["# Every shipped run\n", "Made by `python results/summarize.py` from the run folders; "
            "medians over seeds, [min, max] in brackets. *Worst case*: the lowest mean return over "
-           "the attacks, per agent: the six-attack suite where a run has it (full/), else the "
-           "end-of-training evaluation (random, critic, MAD, SA-RL 200k).\n",
+           "the attacks, per agent: the six-attack suite where a run has it (full/; each attack's "
+           "column is its newest record, and `rs before` / `paad before` the one it replaced, which "
+           "still counts where it did more), else the end-of-training evaluation (random, critic, "
+           "MAD, SA-RL 200k).\n",
            "## The three methods at the published budget: median natural / median worst case (seeds)\n",
            readme_table(runs)]
     timed = [r for r in runs if r["seconds"]]
