@@ -368,9 +368,9 @@ def attack_strength(cfg, progress):
     """kappa_k for training progress in [0, 1): 0 for SPO, 1 for ARPO; for BARPO a constant
     (--kappa, default 0.02) or a ramp from 0 to 1 over the first kappa_ramp of training
     (--kappa-ramp: a continuation from SPO's smooth landscape to ARPO's, the toy's winner).
-    Why a constant this small: the realized attack KL changes between kappa ~ 0.01 and 0.3 and is
-    flat above (notebook), so a linear ramp spends most of training at ARPO's strength; the value
-    was chosen by measurement (README).
+    Why a constant this small: judged by the surrogate it costs the agent, the adversary is near
+    full strength from kappa ~ 0.1-0.3 on (notebook, section 5), so a linear ramp spends most of
+    training at about ARPO's strength; the value was chosen by measurement (README).
 
     Why global optima are preserved (ISA-MDP): if no o_hat in B_eps(o) changes the optimal
     action, the Bellman-optimal policy pi* is unaffected by every adversary in the ball, so

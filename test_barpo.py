@@ -787,20 +787,105 @@ def test_every_shipped_run_has_a_generated_command():
 
 # --- the notebook ----------------------------------------------------------------------------
 
-def test_notebook_runs_in_quick_mode(tmp_path):
+def execute_notebook(mode):
+    """Run the whole notebook in a mode (BARPO_QUICK or BARPO_CLASS set) and return its text output."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(HERE / "spo_arpo_barpo_tutorial.ipynb", as_version=4)
-    os.environ["BARPO_QUICK"] = "1"
+    os.environ[mode] = "1"
     try:
         nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                 resources={"metadata": {"path": str(HERE)}}).execute()
     finally:
-        del os.environ["BARPO_QUICK"]
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+        del os.environ[mode]
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+def test_notebook_runs_in_quick_mode():
+    text = execute_notebook("BARPO_QUICK")
     assert "mode: QUICK" in text
     # the toy's claim, from the notebook's own numbers: ARPO sticks, the kappa ramp does not
     share = {line[:30].strip(): float(line[30:].split()[0]) for line in text.splitlines()
              if line.startswith(("SPO (kappa 0)", "ARPO (kappa 1)", "BARPO ramp"))}
     assert share["SPO (kappa 0)"] < 0.1 and share["ARPO (kappa 1)"] < 0.5
     assert share["BARPO ramp 0->1 (first half)"] > 0.9
+    assert "these verdicts mean nothing" in text
+
+
+def test_notebook_runs_in_class_mode_on_the_shipped_agents():
+    """The class mode trains nothing: its table is the shipped seed-0 records, and every section
+    runs (pytest --durations prints how long the whole notebook took)."""
+    started = time.time()
+    text = execute_notebook("BARPO_CLASS")
+    minutes = (time.time() - started) / 60
+    assert "mode: CLASS" in text and "min in class mode" in text, text[-2000:]
+    print(f"class mode: {minutes:.1f} min")
+    for method in ("spo", "arpo", "barpo-kappa0.02"):
+        record = barpo.read_record(next((HERE / f"results/full/Hopper-v4/{method}/seed0").glob("eval-none+rs+paad*.json")))
+        natural = record["returns"]["none"]["mean"]
+        assert re.search(rf"^{re.escape(LABELS_IN_NOTEBOOK[method])} +{natural:.0f} ", text, re.M), method
+    sections = re.findall(r"^(\d+\. [a-z -]+?) +\d+$", text, re.M)
+    assert sections == ["2. set-up", "3. toy", "4. tilting", "5. kappa probe", "6. training", "7. robustness",
+                        "8. shipped seeds", "9. interpolation", "10. film", "12. summary"]
+    assert re.search(r"^3\. BARPO gets both .*: (holds|does NOT hold) here$", text, re.M)
+    assert "no such file" not in text.lower() and "Traceback" not in text
+
+
+LABELS_IN_NOTEBOOK = {"spo": "SPO", "arpo": "ARPO", "barpo-kappa0.02": "BARPO (kappa 0.02)"}
+
+
+def notebook_exercises():
+    """(checker helpers, [(stub, checker, solution)]) from the notebook's cells: each exercise is a
+    code cell defining my_*, the cell that checks it, and a markdown cell with a folded solution."""
+    nbformat = pytest.importorskip("nbformat")
+    cells = nbformat.read(HERE / "spo_arpo_barpo_tutorial.ipynb", as_version=4).cells
+    helpers = next(c.source for c in cells if c.cell_type == "code" and c.source.startswith("def check("))
+    exercises = []
+    for i, cell in enumerate(cells):
+        if cell.cell_type == "code" and cell.source.startswith("def my_"):
+            solution = re.search(r"```python\n(.*?)```", cells[i + 2].source, re.S).group(1)
+            exercises.append((cell.source, cells[i + 1].source, solution))
+    return helpers, exercises
+
+
+# Mistakes a student could make, one per exercise: each must be caught by the checker.
+MISTAKES = {
+    "my_gaussian_kl": "def my_gaussian_kl(mu_p, mu_q, log_std):\n"
+                      "    return ((mu_p - mu_q) ** 2 / (2 * torch.exp(log_std))).sum(-1)\n",
+    "my_adversary_objective": "def my_adversary_objective(agent, mb, adv, kappa, clip):\n"
+                              "    def objective(o_hat):\n"
+                              "        dist = agent.policy(o_hat)\n"
+                              "        l = barpo.surrogate(dist.log_prob(mb.actions).sum(-1), mb.old_logp, adv, clip)\n"
+                              "        kl = barpo.gaussian_kl(agent.mu(mb.obs), dist.loc, agent.log_std)\n"
+                              "        return (1 - kappa) * l + kappa * kl\n"
+                              "    return objective\n",
+    "my_kappa_ramp": "def my_kappa_ramp(progress, ramp):\n    return progress / ramp\n",
+}
+
+
+def test_notebook_exercises_accept_the_solutions_and_catch_mistakes(capsys):
+    helpers, exercises = notebook_exercises()
+    assert len(exercises) >= 2
+    assert {re.match(r"def (my_\w+)", stub).group(1) for stub, _, _ in exercises} == set(MISTAKES)
+    for stub, checker, solution in exercises:
+        name = re.match(r"def (my_\w+)", stub).group(1)
+        for attempt, verdict in ((stub, "not written yet"), (MISTAKES[name], "not yet"), (solution, "correct")):
+            scope = {"barpo": barpo, "torch": torch, "np": np}
+            exec(helpers, scope)
+            exec(attempt, scope)
+            exec(checker, scope)
+            out = capsys.readouterr().out
+            assert out.startswith(verdict), (name, verdict, out)
+
+
+def test_notebook_has_questions_glossary_and_summary():
+    nbformat = pytest.importorskip("nbformat")
+    cells = nbformat.read(HERE / "spo_arpo_barpo_tutorial.ipynb", as_version=4).cells
+    markdown = [c.source for c in cells if c.cell_type == "markdown"]
+    questions = sum(m.count("**Check.**") for m in markdown)
+    assert questions >= 6 and questions == sum(m.count("<summary>Answer</summary>") for m in markdown)
+    text = "\n".join(markdown)
+    for term in ("SPO", "ARPO", "BARPO", "FOSP", "ISA", "Surrogate $l_t$", "Threat model", "`sarl`", "`paad`", "`rs`"):
+        assert term in text, term
+    headings = [line for m in markdown for line in m.splitlines() if line.startswith("## ")]
+    assert headings[-1] == "## 12. Summary" and headings[0].startswith("## 1. Words")
