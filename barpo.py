@@ -9,35 +9,39 @@ Read it top to bottom. Sections 1-7 are the method, in the order it runs, and en
 a reader who stops there has seen all of SPO, ARPO and BARPO. What follows the banner only runs
 it: metrics and checkpoints, the compiled fast path, the evaluation attacks, the command line.
 
-Paper notion                                  Name in this file
---------------------------------------------  -----------------------------------------------
-ISA-MDP (CAR): optimal actions kept in ball   docstring of `attack_strength` (optima preserved)
-observation o (normalized state)              `ObsNormalizer`, the `obs` tensors
-adversary nu, perturbed observation o_hat     `pgd_attack(...)` -> `o_hat`
-ball B_eps(o) (L-infinity, normalized obs)    `eps`, the clamp in `pgd_attack`
-policy pi_theta / value V_phi                 `Agent.policy`, `Agent.value`
-surrogate l_t (PPO clipped objective)         `surrogate`
-SPO  (standard policy optimization)           `--algo spo`  = bilevel loop with kappa = 0
-ARPO (strongest adversary, CAR-PPO style)     `--algo arpo` = bilevel loop with kappa = 1
-BARPO (bilevel, modulated strength)           `--algo barpo`, `bilevel_update`
-adversary strength kappa                      `attack_strength` (the kappa schedule)
-KL surrogate (measured strength)              `gaussian_kl`, `realized_attack_kl`
-lower level (inner minimization)              `adversary_objective` + `pgd_attack`
-upper level (outer maximization)              `minibatch_loss`, `bilevel_update`
-one iteration of the bilevel loop             `iteration`
-SPO guidance                                  `--spo-guidance`, `Config.spo_guidance`
-FOSP (first-order stationary policy)          upper-level gradient 0; the notebook's toy
-robust return (worst case over attacks)       `ATTACKS`, `attack_suite`
+Paper notion                                     Name in this file
+-----------------------------------------------  ----------------------------------------------
+ISA-MDP (CAR): the optimal action is kept in     docstring of `minibatch_loss` (global optima kept)
+  the ball, so robust optimum = Bellman optimum
+observation o (normalized state)                 `ObsNormalizer`, the `obs` tensors
+adversary nu, perturbed observation o_hat        `lower_level(...)` -> `o_hat`
+ball B_eps(o) (L-infinity, normalized obs)       `eps`, the clamps in `pgd_attack`, `sgld_attack`
+policy pi_theta / value V_phi                    `Agent.policy`, `Agent.value`
+surrogate l_t (PPO clipped objective)            `surrogate`, `surrogate_at`
+bilevel framework: max_theta V^{pi o nu(theta)}  `lower_level` (nu) + `minibatch_loss` (theta)
+  s.t. nu(theta) = argmax_nu G(pi_theta, nu)
+SPO: nu = identity                               `--algo spo`
+ARPO: G = -V^{pi o nu}, the strongest adversary  `--algo arpo`, `strongest_adversary`, `pgd_attack`
+BARPO: G = KL(pi(.|s) || pi o nu(.|s)), by SGLD  `--algo barpo`, `kl_adversary`, `sgld_attack`
+Theorem 4.1: value drop >= c * KL + O(KL^1.5)    docstring of `kl_adversary`
+reshaping effect, sticky deceptive FOSPs         docstring of `strongest_adversary`
+outer level, inner solution held fixed           `minibatch_loss` (no gradient through o_hat)
+SPO guidance with weight kappa                   `--kappa`, the guidance term in `minibatch_loss`
+the ablation's four configurations               `--algo arpo|barpo` with `--kappa 0` or `K > 0`
+eps ramp of SA-PPO / CAR-PPO                     `epsilon`
+published per-task settings                      `TASK_SETTINGS`, `task_config`
+robust return (worst case over attacks)          `ATTACKS`, `attack_suite`
 
-What is reconstructed. The paper's text is not available to this project; only its abstract and
-public summaries are. The KL-regularized lower level
-    o_hat(kappa) = argmin_{B_eps(o)} kappa * l(theta; o_hat) + (1 - kappa) * KL(pi(.|o) || pi(.|o_hat)),
-the kappa schedule (a constant 0.02 by default, chosen by measurement; a ramp from 0 to 1 on
-request), and the way SPO guidance enters are this project's reading of "modulating adversary
-strength" with "a KL surrogate". PPO, the CAR-PPO robust surrogate, the eps ramp and the attacks
-follow published settings, with two departures: PGD's step sizes shrink linearly instead of
-staying at eps / 10 (`pgd_attack` says why), and a time-limit truncation bootstraps from the
-critic instead of counting as the end of the episode (`Rollout.collect`).
+What comes from where. From the paper (its abstract and a third-party summary of its body): the
+framework, its two ends, the KL lower level solved by SGLD, the outer update with the inner
+solution held fixed, and SPO guidance as kappa times the SPO objective. From the published code
+the paper's authors build on (SA-PPO, CAR-PPO): PPO and its per-task settings, SGLD's update and
+temperature, PGD on the surrogate as the strongest adversary, the eps ramp, the attacks. This
+project's choices, each said where it is made: the default kappa (`BARPO_KAPPA`, chosen by
+measurement in results/KAPPA.md), the robust term as a plain mean over the minibatch (CAR-PPO
+weights it by a soft maximum, nearly uniform at its settings), PGD's shrinking steps
+(`pgd_attack`), a time-limit cut bootstrapped from the critic (`Rollout.collect`), and the value
+network stepped on the same minibatches as the policy (`minibatch_loss`).
 """
 
 import argparse
@@ -71,20 +75,33 @@ from torch.optim.adam import adam as functional_adam
 # eps of the L-infinity ball on the normalized observation, per task (SA-PPO / CAR-PPO papers).
 TASK_EPS = {"Hopper": 0.075, "Walker2d": 0.05, "HalfCheetah": 0.15, "Ant": 0.15}
 
+# The published per-task settings of the SA-PPO / CAR-PPO configs (../shared literature.md), as
+# Config fields; "robust" holds what ARPO and BARPO use where it differs from PPO's. Every one
+# of them also holds for the ablation's configurations and can be overridden by its flag.
+TASK_SETTINGS = {
+    "Hopper": dict(lr_policy=3e-4, lr_value=2.5e-4, value_clip=False, init_std=1.0),
+    "Walker2d": dict(lr_policy=4e-4, lr_value=3e-4, value_clip=True, init_std=1.0),
+    "HalfCheetah": dict(lr_policy=3e-4, lr_value=1e-4, value_clip=True, init_std=0.5,
+                        robust=dict(lr_policy=1e-4, lr_value=1e-3, entropy_coef=1e-4)),
+    "Ant": dict(lr_policy=5e-5, lr_value=1e-5, value_clip=True, init_std=1.0,
+                total_steps=4882 * 2048),
+}
+
+# SPO guidance of BARPO by default: chosen by the measurement in results/KAPPA.md.
+BARPO_KAPPA = 1.0
+
 
 @dataclasses.dataclass
 class Config:
     env: str = "Hopper-v4"
-    algo: str = "barpo"                  # spo | arpo | barpo
-    total_steps: int = 2_000_000         # trained in whole iterations: 976 x 2048 = 1,998,848
+    algo: str = "barpo"                  # spo | arpo | barpo: which lower level (section 5)
+    kappa: float = 0.0                   # weight of SPO guidance in the upper level (section 6)
+    total_steps: int = 976 * 2048        # trained in whole iterations: 1,998,848 steps
     seed: int = 0
-    eps: float = 0.075                   # radius of the ball; the CLI takes TASK_EPS by default
-    kappa_schedule: str = "constant"     # BARPO's strength: constant | ramp
-    kappa: float = 0.02                  # the constant, chosen by measurement (README)
-    kappa_ramp: float = 0.5              # ramp: kappa goes 0 -> 1 over this fraction of training
-    spo_guidance: float = 0.0            # weight g of the clean surrogate in ARPO/BARPO
-    # PPO, as in the SA-PPO / CAR-PPO Hopper configs
+    eps: float = 0.075                   # radius of the ball; task_config takes TASK_EPS
+    # PPO, as the published configs (Hopper's here; task_config sets each task's)
     steps_per_iteration: int = 2048
+    num_envs: int = 8
     epochs: int = 10
     minibatches: int = 32
     clip: float = 0.2
@@ -92,10 +109,12 @@ class Config:
     gae_lambda: float = 0.95
     lr_policy: float = 3e-4
     lr_value: float = 2.5e-4
-    max_grad_norm: float = 0.5
+    value_clip: bool = False
+    init_std: float = 1.0
+    entropy_coef: float = 0.0
+    max_grad_norm: float = math.inf      # inf: no gradient clipping, as published
     eps_ramp: float = 0.75               # fraction of training over which eps goes 0 -> eps
-    pgd_steps: int = 10
-    num_envs: int = 8
+    pgd_steps: int = 10                  # steps of every lower-level solver, PGD and SGLD
     # How the run is carried out (sections 8 on), not what it computes
     vector_env: str = "sync"             # sync | async (make_envs)
     device: str = "auto"
@@ -106,6 +125,19 @@ class Config:
     @property
     def iterations(self):
         return self.total_steps // self.steps_per_iteration
+
+
+def task_config(env="Hopper-v4", algo="barpo", **overrides):
+    """The Config of a task at its published settings for the method (BARPO's kappa
+    BARPO_KAPPA), with overrides on top; a task outside the table keeps Config's own defaults
+    (Hopper's) and needs eps."""
+    published = dict(TASK_SETTINGS.get(env.split("-")[0], {}))
+    robust = published.pop("robust", {})
+    settings = {**published, **(robust if algo != "spo" else {})}
+    if env.split("-")[0] in TASK_EPS:
+        settings["eps"] = TASK_EPS[env.split("-")[0]]
+    settings["kappa"] = BARPO_KAPPA if algo == "barpo" else 0.0
+    return Config(env=env, algo=algo, **{**settings, **overrides})
 
 
 class InputError(ValueError):
@@ -199,10 +231,10 @@ class Agent(nn.Module):
     """pi_theta(a|o) = Normal(mu_theta(o), diag(sigma^2)) with state-independent log sigma;
     V_phi(o) a separate network."""
 
-    def __init__(self, obs_dim, act_dim):
+    def __init__(self, obs_dim, act_dim, init_std=1.0):
         super().__init__()
         self.mu = mlp(obs_dim, act_dim, out_gain=0.01)
-        self.log_std = nn.Parameter(torch.zeros(act_dim))
+        self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
         self.critic = mlp(obs_dim, 1, out_gain=1.0)
 
     def policy(self, obs):
@@ -303,7 +335,20 @@ def gaussian_kl(mu_p, mu_q, log_std):
     return ((mu_p - mu_q) ** 2 / (2 * torch.exp(2 * log_std))).sum(-1)
 
 
-# ==== 5. The adversary: the lower level, solved by projected gradient descent ===============
+# ==== 5. The lower level: the adversary nu(theta) of each method ============================
+#
+# The paper's framework (its Section 4) is one bilevel problem for every method:
+#
+#     max_theta  V^{pi_theta o nu(theta)}(mu_0)    subject to    nu(theta) = argmax_nu G(pi_theta, nu)
+#
+# where pi o nu acts on the o_hat = nu(o) in B_eps(o) that the adversary shows it. A method is a
+# choice of G. No G (nu the identity) is SPO. G = -V^{pi o nu}, the strongest adversary, is ARPO.
+# G = KL(pi(.|o) || pi(.|o_hat)), the KL surrogate, is BARPO. PPO estimates the value's change by
+# the surrogate, so ARPO's adversary minimizes the surrogate at o_hat, and BARPO's maximizes the
+# KL; each is solved per sample, against the current theta, by sign-gradient steps in the ball.
+
+SGLD_BETA = 1e-5  # SGLD's temperature in SA-PPO's and CAR-PPO's training
+
 
 def pgd_attack(obs, objective, eps, steps):
     """Approximately minimize objective(o_hat) (per sample) over B_eps(obs) = {|o_hat - obs|_inf <= eps}.
@@ -311,13 +356,13 @@ def pgd_attack(obs, objective, eps, steps):
     Why sign steps and clamping: to first order objective(o + d) ~ objective(o) + g.d, and over the
     L-infinity ball the minimizer of g.d is d = -eps * sign(g) (each coordinate independently
     goes to the end of its interval). PGD takes that step in pieces, re-linearizing each time, and
-    projects back; projection onto a box is a per-coordinate clamp. The pieces shrink linearly,
-    step_size_i = 4 eps (K - i) / (K (K + 1)) for i = 0..K-1: they add up to 2 eps, so the path
-    can cross the ball from any start, and the last ones are small, so an optimum inside the ball
-    (BARPO at small kappa, where the KL pulls o_hat back to o) is found rather than jumped around.
-    The random start avoids the zero gradient of objectives minimal at o_hat = o (the KL). The
-    gradient of the summed objective is every sample's own (they are independent). eps may be a
-    number or a 0-d tensor; at eps = 0 the ball is the point obs.
+    projects back; projection onto a box is a per-coordinate clamp. The start is uniform in the
+    ball, as CAR-PPO's. This project's departure: the pieces shrink linearly,
+    step_i = 4 eps (K - i) / (K (K + 1)) for i = 0..K-1, where CAR-PPO's are all eps / K. They add
+    up to 2 eps, so the path can cross the ball from any start, and the last ones are small, so a
+    minimum inside the ball is found rather than jumped around. The gradient of the summed
+    objective is every sample's own (they are independent). eps may be a number or a 0-d tensor;
+    at eps = 0 the ball is the point obs.
     """
     lo, hi = obs - eps, obs + eps
     o_hat = obs + eps * (2 * torch.rand_like(obs) - 1)
@@ -325,6 +370,28 @@ def pgd_attack(obs, objective, eps, steps):
         step_size = 4 * eps * (steps - i) / (steps * (steps + 1))
         grad = input_gradient(lambda x: objective(x).sum(), o_hat)
         o_hat = torch.min(torch.max(o_hat - step_size * grad.sign(), lo), hi)
+    return o_hat
+
+
+def sgld_attack(obs, objective, eps, steps, beta=SGLD_BETA):
+    """Approximately maximize objective(o_hat) (per sample) over B_eps(obs) by stochastic
+    gradient Langevin dynamics, as SA-PPO and CAR-PPO solve their KL problems.
+
+    Langevin dynamics, x <- x + alpha grad f(x) + sqrt(2 alpha beta) xi with xi ~ N(0, I), samples
+    from a density proportional to exp(f / beta): at a small temperature beta it settles at the
+    maxima of f, and the noise carries it off flat points. Here the drift is a sign step of
+    alpha = eps / K (the L-infinity steepest ascent, as in `pgd_attack`), the noise shrinks as
+    1 / (k + 2), and each step is clamped to the ball. The start is obs + alpha * sign(xi): the KL
+    is smallest, with zero gradient, at o_hat = obs, so the solver must not start there. At
+    beta = 1e-5 the noise only decides coordinates whose gradient is about zero.
+    """
+    alpha = eps / steps
+    lo, hi = obs - eps, obs + eps
+    o_hat = obs + alpha * torch.randn_like(obs).sign()
+    for k in range(steps):
+        grad = input_gradient(lambda x: objective(x).sum(), o_hat)
+        noise = (2 * alpha * beta) ** 0.5 / (k + 2) * torch.randn_like(obs)
+        o_hat = torch.min(torch.max(o_hat + alpha * (grad + noise).sign(), lo), hi)
     return o_hat
 
 
@@ -337,54 +404,51 @@ def input_gradient(f, x):
         return torch.autograd.grad(f(x), x)[0]
 
 
-def adversary_objective(agent, mb, adv, kappa, clip):
-    """BARPO's lower level on a minibatch mb (with its normalized advantages adv):
-    f(o_hat) = kappa l(theta; o_hat) + (1 - kappa) KL(pi(.|o) || pi(.|o_hat)).
+def strongest_adversary(agent, mb, adv, clip):
+    """ARPO's G on a minibatch mb (with its normalized advantages adv), to be minimized: the
+    surrogate l_t(theta; o_hat), PPO's estimate of the value through the adversary (CAR-PPO's inner
+    problem).
 
-    kappa = 1: f = l (the KL term times exactly 0), the strongest adversary of ARPO / CAR-PPO: it
-    only hurts the surrogate. kappa -> 0: the KL term dominates and its minimizer is o_hat = o,
-    i.e. SPO (the loop skips the attack at kappa = 0 so that the update is SPO's to the bit).
-    In between it is the Lagrangian of "hurt the surrogate most within a KL budget": divided by
-    kappa, f is l + lam * KL with lam = (1 - kappa) / kappa, so every nat of KL the adversary causes
-    costs it lam units of surrogate. Relaxed to policy space, min_q E_q[A] + lam KL(q || pi) is
-    solved by q(a) ~ pi(a|o) exp(-A(o, a) / lam) (set the derivative of the Lagrangian with
-    sum_a q(a) = 1 to zero: A(a) + lam (log q(a)/pi(a) + 1) + nu = 0): an exponentially tilted
-    policy with temperature lam (the notebook plots it; a test checks it).
+    The reshaping effect (the paper's Section 3): V^{pi o nu*} <= V^pi for every pi, with a large
+    gap where pi is vulnerable (its action changes inside the ball) and a small one where it is
+    robust. The strongest adversary lowers the landscape unevenly: it sinks the vulnerable,
+    high-return policies and leaves robust, low-return ones standing as local maxima, separated
+    by valleys that gradient ascent cannot cross (the robust policy space has cut points, so
+    these stationary points are isolated). Started near one, ARPO stays there: sticky, deceptive
+    first-order stationary policies, robust but of low return (on Ant 68% below SPO's in the paper).
+    """
+    return lambda o_hat: surrogate_at(agent, o_hat, mb.actions, mb.old_logp, adv, clip)
+
+
+def kl_adversary(agent, mb):
+    """BARPO's G on a minibatch, to be maximized: KL(pi(.|o) || pi(.|o_hat)), for Gaussians with a
+    shared std sum_i (mu_i(o) - mu_i(o_hat))^2 / (2 sigma_i^2) (`gaussian_kl`).
+
+    Why it stands in for the strongest adversary, Theorem 4.1: for an adversary strong enough,
+    reached in K gradient steps, V^pi(s) - V^{pi o nu}(s) >= 2 delta / (lambda_max(F) K) * KL
+    + O(KL^{3/2}), where F is the Fisher information of log pi with respect to the perturbation
+    and delta > 0 a constant of that adversary. To first order, an o_hat that changes the policy
+    more costs more value, so maximizing the KL is a first-order surrogate of minimizing the
+    value, and unlike the value it is computable and differentiable. It is milder all the same:
+    it aims at what the policy does, not at the return, so it lowers the landscape less unevenly
+    and carves fewer sticky valleys.
     """
     with torch.no_grad():
         mu_clean = agent.mu(mb.obs)
-
-    def objective(o_hat):
-        dist = agent.policy(o_hat)  # one forward pass serves both terms
-        return (kappa * surrogate(dist.log_prob(mb.actions).sum(-1), mb.old_logp, adv, clip)
-                + (1 - kappa) * gaussian_kl(mu_clean, dist.loc, agent.log_std.detach()))
-
-    return objective
+    return lambda o_hat: gaussian_kl(mu_clean, agent.mu(o_hat), agent.log_std.detach())
 
 
-# ==== 6. The bilevel update: strength schedule, eps ramp, lower and upper level =============
-
-def attack_strength(cfg, progress):
-    """kappa_k for training progress in [0, 1): 0 for SPO, 1 for ARPO; for BARPO a constant
-    (--kappa, default 0.02) or a ramp from 0 to 1 over the first kappa_ramp of training
-    (--kappa-ramp: a continuation from SPO's smooth landscape to ARPO's, the toy's winner).
-    Why a constant this small: judged by the surrogate it costs the agent, the adversary is near
-    full strength from kappa ~ 0.1-0.3 on (notebook, section 5), so a linear ramp spends most of
-    training at about ARPO's strength; the value was chosen by measurement (README).
-
-    Why global optima are preserved (ISA-MDP): if no o_hat in B_eps(o) changes the optimal
-    action, the Bellman-optimal policy pi* is unaffected by every adversary in the ball, so
-    pi* maximizes SPO's objective and every kappa's robust objective at once. Changing kappa
-    reshapes the landscape away from pi* (which stationary points exist) but not its optimum.
-    """
-    if cfg.algo == "spo":
-        return 0.0
+def lower_level(agent, mb, adv, eps, cfg):
+    """o_hat_t = nu(o_t; theta) for every sample of a minibatch, against the current theta: o itself
+    for SPO, PGD minimizing the surrogate for ARPO, SGLD maximizing the KL for BARPO."""
     if cfg.algo == "arpo":
-        return 1.0
-    if cfg.kappa_schedule == "ramp":
-        return min(1.0, progress / cfg.kappa_ramp)
-    return cfg.kappa
+        return pgd_attack(mb.obs, strongest_adversary(agent, mb, adv, cfg.clip), eps, cfg.pgd_steps)
+    if cfg.algo == "barpo":
+        return sgld_attack(mb.obs, kl_adversary(agent, mb), eps, cfg.pgd_steps)
+    return mb.obs
 
+
+# ==== 6. The upper level: the surrogate at o_hat, SPO guidance, the PPO epochs ==============
 
 def epsilon(cfg, progress):
     """eps_k: linear from 0 to eps over the first eps_ramp (75%) of training (SA-PPO, CAR-PPO)."""
@@ -398,14 +462,7 @@ class Batch(NamedTuple):
     old_logp: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
-
-
-class Strength(NamedTuple):
-    """The adversary of one iteration: kappa_k and eps_k (0-d tensors), and robust = kappa_k > 0.
-    At kappa = 0 there is no adversary at all, not a zero-strength one: the update is SPO's."""
-    kappa: torch.Tensor
-    eps: torch.Tensor
-    robust: bool
+    values: torch.Tensor               # V(o_t) at collection, the centre of value clipping
 
 
 def normalized(x):
@@ -418,41 +475,64 @@ def realized_attack_kl(agent, obs, o_hat):
         return gaussian_kl(agent.mu(obs), agent.mu(o_hat), agent.log_std).mean()
 
 
-def lower_level(agent, mb, adv, kappa, eps, cfg):
-    """o_hat_t(kappa) for every sample of a minibatch: PGD on the adversary's objective against
-    the current theta, with the minibatch's normalized advantages adv."""
-    adversary = adversary_objective(agent, mb, adv, kappa, cfg.clip)
-    return pgd_attack(mb.obs, adversary, eps, cfg.pgd_steps)
+def value_loss(agent, mb, cfg):
+    """The critic's regression 0.5 (V(o) - R)^2 on clean observations. With value clipping (the
+    published configs but Hopper's), PPO's pessimistic max against V kept within clip of the value
+    recorded at collection, so one update does not carry V far from where the advantages came."""
+    v = agent.value(mb.obs)
+    loss = (v - mb.returns) ** 2
+    if cfg.value_clip:
+        v_clipped = mb.values + (v - mb.values).clamp(-cfg.clip, cfg.clip)
+        loss = torch.max(loss, (v_clipped - mb.returns) ** 2)
+    return 0.5 * loss.mean()
 
 
-def minibatch_loss(agent, mb, strength, cfg):
+def minibatch_loss(agent, mb, eps, cfg):
     """The loss of one minibatch, and (objective, value loss, attack KL) for the metrics.
 
-    robust (ARPO, BARPO): the lower level first, o_hat_t(kappa) for every sample by PGD against
-    the current theta, taken as data (no gradient flows through PGD); the upper level maximizes
-    mean_t l_t(theta; o_hat_t) + g * mean_t l_t(theta; o_t). Not robust (SPO): o_hat = o. The
-    critic regresses on clean observations for all three methods.
+    The upper level is the same for every method:
+        maximize  mean_t l_t(theta; o_hat_t)  +  kappa * mean_t l_t(theta; o_t)
+    with o_hat from the method's lower level (o_hat = o for SPO, whose kappa is 0).
+    - The inner solution is held fixed, as in the paper: the exact gradient of
+      V^{pi_theta o nu(theta)} also holds terms through d o_hat / d theta, which are dropped
+      (`lower_level` returns o_hat with no graph back to theta). For ARPO, whose lower level
+      minimizes the very surrogate the upper level maximizes, Danskin's theorem makes that term
+      vanish at an exact minimizer; for BARPO, whose G is another function, it does not, so this
+      update's stationary points are those of the paper's approximation.
+    - SPO guidance: the second term is SPO's objective. Weight kappa pulls theta towards natural
+      return, smoothing the landscape the adversary reshaped; kappa = 0 is the bare framework
+      (the term is then not computed at all).
+    - Global optima are kept (ISA-MDP): if no o_hat in B_eps(o) changes the Bellman-optimal
+      action, the optimal policy pi* acts as well through every adversary in the ball, so pi*
+      maximizes both terms for every G: SPO, ARPO and BARPO with any kappa share their global
+      optimum and differ only in the stationary points on the way to it.
+    The critic regresses on clean observations for every method (`value_loss`); it shares the
+    minibatches with the policy, where the published code trains it first with its own Adam (the
+    networks are separate, so only the order of minibatches differs).
     """
     adv = normalized(mb.advantages)
-    if strength.robust:
-        o_hat = lower_level(agent, mb, adv, strength.kappa, strength.eps, cfg)
-        attack_kl = realized_attack_kl(agent, mb.obs, o_hat)
-    else:
-        o_hat, attack_kl = mb.obs, torch.zeros((), device=mb.obs.device)
-    objective = surrogate_at(agent, o_hat, mb.actions, mb.old_logp, adv, cfg.clip).mean()
-    if strength.robust and cfg.spo_guidance > 0:
-        objective = objective + cfg.spo_guidance * surrogate_at(
+    o_hat = lower_level(agent, mb, adv, eps, cfg)
+    attack_kl = (realized_attack_kl(agent, mb.obs, o_hat) if cfg.algo != "spo"
+                 else torch.zeros((), device=mb.obs.device))
+    dist = agent.policy(o_hat)
+    objective = surrogate(dist.log_prob(mb.actions).sum(-1), mb.old_logp, adv, cfg.clip).mean()
+    if cfg.kappa > 0:
+        objective = objective + cfg.kappa * surrogate_at(
             agent, mb.obs, mb.actions, mb.old_logp, adv, cfg.clip).mean()
-    value_loss = 0.5 * ((agent.value(mb.obs) - mb.returns) ** 2).mean()
-    return value_loss - objective, torch.stack([objective.detach(), value_loss.detach(), attack_kl])
+    if cfg.entropy_coef > 0:  # HalfCheetah's robust config: sum_i log sigma_i + const
+        objective = objective + cfg.entropy_coef * dist.entropy().sum(-1).mean()
+    critic = value_loss(agent, mb, cfg)
+    return critic - objective, torch.stack([objective.detach(), critic.detach(), attack_kl])
 
 
-def minibatch_update(agent, optimizer, mb, strength, cfg):
-    """One upper-level step: the minibatch loss, its gradient clipped to norm max_grad_norm, Adam."""
-    loss, stats = minibatch_loss(agent, mb, strength, cfg)
+def minibatch_update(agent, optimizer, mb, eps, cfg):
+    """One upper-level step: the minibatch loss, its gradient (clipped to max_grad_norm if that is
+    finite; the published configs do not clip), Adam."""
+    loss, stats = minibatch_loss(agent, mb, eps, cfg)
     optimizer.zero_grad()
     loss.backward()
-    nn.utils.clip_grad_norm_(optimizer_params(optimizer), cfg.max_grad_norm)
+    if math.isfinite(cfg.max_grad_norm):
+        nn.utils.clip_grad_norm_(optimizer_params(optimizer), cfg.max_grad_norm)
     optimizer.step()
     return stats
 
@@ -461,15 +541,15 @@ def optimizer_params(optimizer):
     return [p for group in optimizer.param_groups for p in group["params"]]
 
 
-def bilevel_update(agent, optimizer, batch, strength, cfg, update=minibatch_update):
+def bilevel_update(agent, optimizer, batch, eps, cfg, update=minibatch_update):
     """PPO epochs in which every minibatch solves the lower level, then takes an upper-level step
     (`update`: minibatch_update, or the fast path's compiled copy of it). Returns the mean
-    surrogate, value loss and realized attack KL."""
+    objective, value loss and realized attack KL."""
     n = batch.obs.shape[0]
     sums = torch.zeros(3, device=batch.obs.device)
     for _ in range(cfg.epochs):
         for idx in torch.randperm(n, device=batch.obs.device).split(n // cfg.minibatches):
-            sums += update(agent, optimizer, Batch(*(x[idx] for x in batch)), strength, cfg)
+            sums += update(agent, optimizer, Batch(*(x[idx] for x in batch)), eps, cfg)
     return (sums / (cfg.epochs * cfg.minibatches)).tolist()
 
 
@@ -482,21 +562,20 @@ def make_optimizer(agent, cfg):
 # ==== 7. One iteration of the bilevel loop ==================================================
 
 def iteration(cfg, k, rollout, optimizer, update=minibatch_update):
-    """Iteration k (of cfg.iterations): the schedules pick kappa_k and eps_k, a rollout is
-    collected on clean observations, and the PPO epochs solve the lower level and step the upper
-    level on every minibatch. kappa = 0 is SPO, kappa = 1 is ARPO. Returns the metrics."""
+    """Iteration k (of cfg.iterations): the learning rates and eps_k follow their schedules, a
+    rollout is collected on clean observations (the adversary acts only inside the loss), and
+    the PPO epochs solve the lower level and step the upper level on every minibatch. Returns
+    the metrics."""
     progress = k / cfg.iterations
     for group, lr in zip(optimizer.param_groups, (cfg.lr_policy, cfg.lr_value)):
         group["lr"] = lr * (1.0 - progress)               # learning rates anneal linearly to 0
-    kappa = attack_strength(cfg, progress)
-    eps = epsilon(cfg, progress) if kappa > 0 else 0.0
+    eps = epsilon(cfg, progress) if cfg.algo != "spo" else 0.0
     advantages, returns = rollout.collect()
-    batch = Batch(rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1),
-                  rollout.logp.flatten(0, 1), advantages.flatten(), returns.flatten())
-    tensor = functools.partial(torch.tensor, device=rollout.device)
-    strength = Strength(tensor(kappa), tensor(eps), robust=kappa > 0)
-    surr, value_loss, attack_kl = bilevel_update(rollout.agent, optimizer, batch, strength, cfg, update)
-    return dict(kappa=kappa, eps=eps, attack_kl=attack_kl, surrogate=surr, value_loss=value_loss)
+    batch = Batch(rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1), rollout.logp.flatten(0, 1),
+                  advantages.flatten(), returns.flatten(), rollout.values.flatten())
+    eps_tensor = torch.tensor(eps, device=rollout.device)  # a tensor: new values do not recompile
+    surr, critic, attack_kl = bilevel_update(rollout.agent, optimizer, batch, eps_tensor, cfg, update)
+    return dict(kappa=cfg.kappa, eps=eps, attack_kl=attack_kl, surrogate=surr, value_loss=critic)
 
 
 # ############################################################################################
@@ -516,7 +595,11 @@ def iteration(cfg, k, rollout, optimizer, update=minibatch_update):
 METRICS = ["iteration", "env_steps", "wall_time_s", "sps", "episode_return", "kappa", "eps",
            "attack_kl", "surrogate", "value_loss"]
 ROUNDING = {"kappa": 4, "eps": 5, "attack_kl": 6, "surrogate": 5, "value_loss": 5}
-CHECKPOINT_FORMAT = "barpo-checkpoint-2"
+CHECKPOINT_FORMAT = "barpo-checkpoint-3"
+# Checkpoints of the earlier formulation, whose BARPO adversary minimized
+# kappa l + (1 - kappa) KL by PGD; they load for evaluation, and their records say what they are.
+EARLIER = ("barpo-checkpoint-1", "barpo-checkpoint-2")
+EARLIER_FORMULATION = "earlier formulation: PGD minimizing kappa l + (1 - kappa) KL"
 
 
 def one_thread(fn):
@@ -589,8 +672,8 @@ def progress_line(cfg, row, durations):
         left = iterations_left * np.mean(durations[2:][-50:]) if iterations_left else 0.0
         line += f" | left {left / 60:.1f} min"
     line += f" | return {row['episode_return']:.1f}"
-    if cfg.algo != "spo":  # SPO's (and a learned attacker's) kappa, eps and attack KL are 0
-        line += f" | kappa {row['kappa']:.2f} | eps {row['eps']:.4f} | attack KL {row['attack_kl']:.2e}"
+    if cfg.algo != "spo":  # SPO's (and a learned attacker's) eps and attack KL are 0
+        line += f" | eps {row['eps']:.4f} | attack KL {row['attack_kl']:.2e}"
     return line
 
 
@@ -705,10 +788,11 @@ def load_checkpoint(path, env_id=None, device="cpu"):
     except Exception as e:  # torch raises many kinds for a truncated or foreign file
         raise InputError(f"{path} is not a checkpoint that barpo.py wrote ({type(e).__name__} "
                          f"while reading it)")
-    known = (CHECKPOINT_FORMAT, "barpo-checkpoint-1")
-    if not isinstance(state, dict) or state.get("format") not in known:
+    if not isinstance(state, dict) or state.get("format") not in (CHECKPOINT_FORMAT, *EARLIER):
         raise InputError(f"{path} is a torch file but not a checkpoint that barpo.py wrote")
-    if state["format"] == "barpo-checkpoint-1":  # the shipped agents': no training state
+    if state["format"] in EARLIER:
+        state["config"]["formulation"] = EARLIER_FORMULATION
+    if state["format"] == "barpo-checkpoint-1":  # no training state
         state["obs_norm"] = {k: state["obs_" + k] for k in ("mean", "var", "count")}
     task = state["config"]["env"]
     if env_id is not None and task != env_id:
@@ -727,8 +811,8 @@ def load_checkpoint(path, env_id=None, device="cpu"):
 # overhead per tiny operation (on a GPU, to a kernel launch each). torch.compile traces the whole
 # update (PGD, loss, gradient, clipping, Adam) into one graph of fused kernels. It buys about 3.3x
 # for ARPO and BARPO on a CPU, 1.5x for SPO (README, Speed). What it asks of the method's code,
-# changing no result: kappa and eps are 0-d tensors (`Strength`), so that new values each
-# iteration do not recompile; PGD's input gradient is taken by torch.func.grad while compiling
+# changing no result: eps is a 0-d tensor (`iteration`), so that its new value each iteration
+# does not recompile; PGD's input gradient is taken by torch.func.grad while compiling
 # (`input_gradient`: the compiler traces it, where eagerly torch.autograd.grad is faster); Adam
 # is fused. The eager `minibatch_update` stays the reference; a test checks that both agree.
 
@@ -746,20 +830,21 @@ class MinibatchLoss(nn.Module):
         super().__init__()
         self.agent, self.names = agent, names  # names: the optimizer's parameters, in its order
 
-    def forward(self, mb, strength, cfg):
-        return minibatch_loss(self.agent, mb, strength, cfg)
+    def forward(self, mb, eps, cfg):
+        return minibatch_loss(self.agent, mb, eps, cfg)
 
 
-def functional_minibatch_update(loss_module, optimizer, lrs, mb, strength, cfg):
+def functional_minibatch_update(loss_module, optimizer, lrs, mb, eps, cfg):
     """minibatch_update as one traceable function: the gradient by torch.func instead of
     .backward(), the same clipping, and torch's own functional Adam on the optimizer's state."""
     params = optimizer_params(optimizer)
     with torch.no_grad():  # torch.func.grad differentiates all the same; Adam updates in place
         grads, stats = torch.func.grad(lambda ps: torch.func.functional_call(
-            loss_module, dict(zip(loss_module.names, ps)), (mb, strength, cfg)), has_aux=True)(params)
-        total_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-        scale = (cfg.max_grad_norm / (total_norm + 1e-6)).clamp(max=1.0)  # as clip_grad_norm_
-        grads = [g * scale for g in grads]
+            loss_module, dict(zip(loss_module.names, ps)), (mb, eps, cfg)), has_aux=True)(params)
+        if math.isfinite(cfg.max_grad_norm):
+            total_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+            scale = (cfg.max_grad_norm / (total_norm + 1e-6)).clamp(max=1.0)  # as clip_grad_norm_
+            grads = [g * scale for g in grads]
         first = 0
         for group, lr in zip(optimizer.param_groups, lrs):
             ps, gs = group["params"], grads[first:first + len(group["params"])]
@@ -774,13 +859,13 @@ def functional_minibatch_update(loss_module, optimizer, lrs, mb, strength, cfg):
 
 def compiled_minibatch_update(device, log=print):
     """The fast path's minibatch_update: same arguments, same update up to float rounding."""
-    def eager(loss_module, optimizer, lrs, mb, strength, cfg):
-        return minibatch_update(loss_module.agent, optimizer, mb, strength, cfg)
+    def eager(loss_module, optimizer, lrs, mb, eps, cfg):
+        return minibatch_update(loss_module.agent, optimizer, mb, eps, cfg)
 
     traced = compile_or_fallback(functional_minibatch_update, eager, device, log)
     loss_modules = {}
 
-    def update(agent, optimizer, mb, strength, cfg):
+    def update(agent, optimizer, mb, eps, cfg):
         if agent not in loss_modules:
             by_tensor = {p: name for name, p in agent.named_parameters()}
             names = tuple("agent." + by_tensor[p] for p in optimizer_params(optimizer))
@@ -794,7 +879,7 @@ def compiled_minibatch_update(device, log=print):
                         torch._dynamo.mark_static_address(tensor)
                 optimizer.state[p].update(state)
         lrs = [torch.tensor(group["lr"], device=device) for group in optimizer.param_groups]
-        return traced(loss_modules[agent], optimizer, lrs, mb, strength, cfg)
+        return traced(loss_modules[agent], optimizer, lrs, mb, eps, cfg)
 
     return update
 
@@ -1056,8 +1141,10 @@ def train_learned_attack(target, kind, curve_path=None):
     long. Its learning curve goes to curve_path. Returns the attack o -> o_hat and what it did."""
     victim, steps, device = target.agent, target.attacker_steps, next(target.agent.parameters()).device
     obs_dim, act_dim = victim.mu[0].in_features, victim.log_std.numel()
-    cfg = Config(env=target.env_id, algo="spo", total_steps=2 * max(steps, 2048),
-                 seed=target.seed + ATTACKER_SEED_OFFSET[kind])
+    # The attackers' PPO is the same for every victim (8 envs, gradients clipped to 0.5), so that
+    # every agent, of either formulation, faces the same attacks.
+    cfg = Config(env=target.env_id, algo="spo", total_steps=2 * max(steps, 2048), num_envs=8,
+                 max_grad_norm=0.5, seed=target.seed + ATTACKER_SEED_OFFSET[kind])
     if kind == "sarl":
         perturb, action_dim = sarl_perturbation(target.eps), obs_dim
     else:
@@ -1204,26 +1291,36 @@ def terminated(signum, frame):
     raise Interrupted("terminated", status=143)
 
 
-# flag -> (default, type or choices, help); a training flag's default is its Config field's.
+# flag -> (default, type or choices, help). A training flag's default is its Config field's, or
+# None where the task and the method decide it (`task_config`).
+PER_TASK = "default per task and method, the published configs' (TASK_SETTINGS)"
 FLAGS = {
     "env": (None, str, "gymnasium task id (default Hopper-v4; with --eval, the checkpoint's task)"),
-    "algo": (Config.algo, ["spo", "arpo", "barpo"], "spo: standard PPO; arpo: PPO against the "
-             "strongest PGD adversary; barpo (default): an adversary of modulated strength kappa"),
-    "total_steps": (Config.total_steps, int, "environment steps of training, in whole iterations "
-                    "of 2048 (default %(default)s: 1,998,848 steps, the published budget)"),
+    "algo": (Config.algo, ["spo", "arpo", "barpo"], "the lower level: spo, none (standard PPO); "
+             "arpo, the strongest adversary (PGD on the surrogate); barpo (default), the KL "
+             "surrogate (SGLD on KL(pi(.|o) || pi(.|o_hat)))"),
+    "kappa": (None, float, f"weight of SPO guidance, the clean surrogate added to the robust one "
+              f"(arpo default 0, barpo default {BARPO_KAPPA}, results/KAPPA.md); --kappa 0 is the "
+              f"bare framework"),
+    "total_steps": (None, int, "environment steps of training, in whole iterations of 2048 "
+                    "(default the published budget: 976 iterations, 1,998,848 steps; Ant 4,882 "
+                    "iterations, 9,998,336 steps)"),
     "seed": (Config.seed, int, f"seed of torch and the environments; evaluation episodes use "
              f"seed + {EVAL_SEED_OFFSET:,} on (default %(default)s)"),
     "eps": (None, float, "radius of the L-infinity ball on the normalized observation; default "
             "per task: " + ", ".join(f"{k} {v}" for k, v in TASK_EPS.items()) + "; required for "
             "other tasks; with --eval, default the checkpoint's"),
-    "kappa": (None, float, f"BARPO's adversary strength in [0, 1], held constant (default "
-              f"{Config.kappa}, chosen by measurement, README)"),
-    "kappa_ramp": (None, float, "BARPO: instead of a constant kappa, ramp it from 0 to 1 over "
-                   "this fraction of training (the schedule that wins the notebook's toy)"),
-    "spo_guidance": (Config.spo_guidance, float, "weight g >= 0 of the clean surrogate added to "
-                     "the ARPO/BARPO objective (default %(default)s)"),
-    "pgd_steps": (Config.pgd_steps, int, "sign-gradient steps of every PGD attack, in training "
-                  "and evaluation (default %(default)s)"),
+    "lr_policy": (None, float, f"Adam's learning rate of the policy, annealed to 0; {PER_TASK}"),
+    "lr_value": (None, float, f"Adam's learning rate of the critic, annealed to 0; {PER_TASK}"),
+    "value_clip": (None, ["on", "off"], f"PPO's value clipping; {PER_TASK}"),
+    "init_std": (None, float, f"initial std of the Gaussian policy; {PER_TASK}"),
+    "entropy_coef": (None, float, f"weight of the policy's entropy in the objective; {PER_TASK}"),
+    "max_grad_norm": (Config.max_grad_norm, float, "clip the gradient to this norm (default inf: "
+                      "no clipping, as published)"),
+    "eps_ramp": (Config.eps_ramp, float, "fraction of training over which eps ramps from 0 "
+                 "(default %(default)s, as published)"),
+    "pgd_steps": (Config.pgd_steps, int, "steps of every lower-level solver, PGD and SGLD, in "
+                  "training and of the PGD attacks in evaluation (default %(default)s)"),
     "num_envs": (Config.num_envs, int, "parallel environments; must divide 2048 (default %(default)s)"),
     "vector_env": (Config.vector_env, ["sync", "async"], "sync (default): step the environments "
                    "one after the other; async: each in its own process, faster only with more "
@@ -1251,15 +1348,20 @@ FLAGS = {
     "resume": (None, str, "continue the interrupted run in this folder (or of this checkpoint.pt) "
                "with the settings it started with, then evaluate it"),
 }
-TRAINING = ("algo", "total_steps", "seed", "kappa", "kappa_ramp", "spo_guidance", "pgd_steps",
-            "num_envs", "vector_env", "compile", "checkpoint_every", "init")
+TRAINING = ("algo", "kappa", "total_steps", "seed", "lr_policy", "lr_value", "value_clip",
+            "init_std", "entropy_coef", "max_grad_norm", "eps_ramp", "pgd_steps", "num_envs",
+            "vector_env", "compile", "checkpoint_every", "init")
 EVALUATION = {"attacks": ",".join(ATTACKS), "episodes": 50, "attacker_steps": 1_000_000}
 # The numbers a flag can take: (usable, what to say otherwise).
 CHECKS = {
-    "kappa": (lambda v: 0 <= v <= 1, "is outside [0, 1]; give a strength in [0, 1]"),
-    "kappa_ramp": (lambda v: 0 < v <= 1, "must be a fraction in (0, 1]"),
+    "kappa": (lambda v: 0 <= v < math.inf, "must be a finite weight >= 0"),
     "total_steps": (lambda v: v >= 2048, "is less than one iteration; give at least 2048"),
-    "spo_guidance": (lambda v: v >= 0, "is negative; give a weight >= 0"),
+    "lr_policy": (lambda v: 0 < v < 1, "must be a learning rate in (0, 1), e.g. 3e-4"),
+    "lr_value": (lambda v: 0 < v < 1, "must be a learning rate in (0, 1), e.g. 2.5e-4"),
+    "init_std": (lambda v: 0 < v < math.inf, "must be a positive std, e.g. 1.0"),
+    "entropy_coef": (lambda v: 0 <= v < math.inf, "must be a finite weight >= 0"),
+    "max_grad_norm": (lambda v: v > 0, "must be a norm > 0 (inf: no clipping)"),
+    "eps_ramp": (lambda v: 0 < v <= 1, "must be a fraction in (0, 1]"),
     "pgd_steps": (lambda v: v >= 1, "must be at least 1"),
     "num_envs": (lambda v: v >= 1 and 2048 % v == 0, "must divide 2048 (e.g. 1, 4, 8, 16)"),
     "checkpoint_every": (lambda v: v >= 1, "must be at least 1"),
@@ -1277,7 +1379,7 @@ def parse_args(argv):
         epilog="attacks: " + "; ".join(f"{k}: {v[0]}" for k, v in ATTACKS.items()) +
                ". The robust return is the lowest return over the attacks run.")
     metavars = {"eval": "CHECKPOINT", "init": "CHECKPOINT", "resume": "RUN_DIR", "out": "DIR",
-                "kappa_ramp": "FRACTION", "checkpoint_every": "N", "attacks": "LIST"}
+                "eps_ramp": "FRACTION", "checkpoint_every": "N", "attacks": "LIST"}
     for name, (default, kind, text) in FLAGS.items():
         typed = ({"choices": kind} if isinstance(kind, list) else
                  {"type": kind, "metavar": metavars.get(name)})
@@ -1298,21 +1400,18 @@ def config_from_args(args):
     except InputError as e:
         raise UsageError(f"{e}; choose a task with continuous observations and actions, "
                          f"e.g. --env Hopper-v4")
-    ramp = args.kappa_ramp is not None
-    if ramp and args.kappa is not None:
-        raise UsageError("give --kappa (a constant strength) or --kappa-ramp (a ramp), not both")
-    if (args.kappa is not None or ramp) and args.algo != "barpo":
-        raise UsageError(f"--kappa and --kappa-ramp set BARPO's strength, but --algo is {args.algo} "
-                         f"(spo is kappa 0, arpo kappa 1); drop them or use --algo barpo")
+    if args.kappa is not None and args.algo == "spo":
+        raise UsageError("--kappa weights the SPO guidance of ARPO and BARPO, and SPO has no "
+                         "adversary to guide against; drop it, or use --algo arpo or barpo")
     eps = TASK_EPS.get(env_id.split("-")[0]) if args.eps is None else args.eps
     if eps is None:
         raise UsageError(f"{env_id} has no default attack radius; give one with --eps (e.g. --eps 0.1)")
-    set_above = ("kappa", "kappa_ramp", "init")
-    flags = {name: getattr(args, name) for name in TRAINING if name not in set_above}
-    return Config(env=env_id, eps=eps, kappa_schedule="ramp" if ramp else "constant",
-                  kappa=Config.kappa if args.kappa is None else args.kappa,
-                  kappa_ramp=args.kappa_ramp if ramp else Config.kappa_ramp, device=args.device,
-                  evaluation=evaluation_settings(args), **flags)
+    given = {name: getattr(args, name) for name in TRAINING
+             if name not in ("algo", "init") and getattr(args, name) is not None}
+    if "value_clip" in given:
+        given["value_clip"] = given["value_clip"] == "on"
+    return task_config(env_id, args.algo, eps=eps, device=args.device,
+                       evaluation=evaluation_settings(args), **given)
 
 
 def evaluation_settings(args, saved=None):
@@ -1376,7 +1475,7 @@ def train_command(args):
     torch.manual_seed(cfg.seed)
     envs = make_envs(cfg.env, cfg.num_envs, cfg.vector_env)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
-    agent, obs_norm = Agent(obs_dim, act_dim).to(device), ObsNormalizer(obs_dim)
+    agent, obs_norm = Agent(obs_dim, act_dim, cfg.init_std).to(device), ObsNormalizer(obs_dim)
     if args.init:
         agent, obs_norm, _ = checkpoint_for("--init", args.init, cfg.env, device)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -1388,9 +1487,10 @@ def resume_command(args):
     run_dir = given.parent if given.is_file() else given
     device = pick_device(args.device)
     agent, obs_norm, state = checkpoint_for("--resume", run_dir / "checkpoint.pt", device=device)
-    if "training" not in state:
-        raise UsageError(f"{run_dir / 'checkpoint.pt'} holds an agent but no training state "
-                         f"(written by an older barpo.py); evaluate it with --eval instead")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise UsageError(f"{run_dir / 'checkpoint.pt'} was written by an older barpo.py (the "
+                         f"earlier formulation of BARPO), whose training this one cannot go on "
+                         f"with; evaluate it with --eval instead")
     cfg = Config(**state["config"])
     cfg.evaluation = evaluation_settings(args, cfg.evaluation)
     envs = make_envs(cfg.env, cfg.num_envs, cfg.vector_env)
@@ -1422,7 +1522,7 @@ class StopAtIterationEnd:
 def run_training(cfg, envs, agent, obs_norm, run_dir, resume=None):
     """Train (or go on training) into run_dir, then evaluate into run_dir/eval.json."""
     trained, finished = cfg.iterations * cfg.steps_per_iteration, resume["iteration"] if resume else 0
-    print(f"{cfg.algo.upper()} on {cfg.env}: {trained:,} steps ({cfg.iterations} iterations of "
+    print(f"{cfg.algo.upper()} (kappa {cfg.kappa:g}) on {cfg.env}: {trained:,} steps ({cfg.iterations} iterations of "
           f"{cfg.steps_per_iteration}), eps {cfg.eps}, device {next(agent.parameters()).device}, "
           f"compile {'on' if wants_compile(cfg) else 'off'}, run folder {run_dir}"
           + (f"; resuming after iteration {finished}" if resume else ""))
@@ -1467,10 +1567,17 @@ def evaluate_command(args):
                           evaluation, record)
 
 
+LOWER_LEVEL = {"spo": "none", "arpo": "PGD minimizing the surrogate", "barpo": "SGLD maximizing the KL"}
+PLUMBING = ("vector_env", "device", "compile", "checkpoint_every", "evaluation")
+
+
 def record_header(config, total_steps, eps):
-    """What an evaluation record says of the agent it evaluated."""
+    """What an evaluation record says of the agent it evaluated: its lower level and every
+    setting it was trained with (an agent of the earlier formulation says so instead)."""
     return {**{k: config[k] for k in ("env", "algo", "seed", "pgd_steps")},
-            "total_steps": total_steps, "eps": eps}
+            "total_steps": total_steps, "eps": eps,
+            "lower_level": config.get("formulation", LOWER_LEVEL[config["algo"]]),
+            "trained_with": {k: v for k, v in config.items() if k not in PLUMBING}}
 
 
 def eval_record_name(attacks, eps, episodes):
