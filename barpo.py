@@ -9,39 +9,31 @@ Read it top to bottom. Sections 1-7 are the method, in the order it runs, and en
 a reader who stops there has seen all of SPO, ARPO and BARPO. What follows the banner only runs
 it: metrics and checkpoints, the compiled fast path, the evaluation attacks, the command line.
 
-Paper notion                                     Name in this file
------------------------------------------------  ----------------------------------------------
-ISA-MDP (CAR): the optimal action is kept in     docstring of `minibatch_loss` (global optima kept)
-  the ball, so robust optimum = Bellman optimum
-observation o (normalized state)                 `ObsNormalizer`, the `obs` tensors
-adversary nu, perturbed observation o_hat        `lower_level(...)` -> `o_hat`
-ball B_eps(o) (L-infinity, normalized obs)       `eps`, the clamps in `pgd_attack`, `sgld_attack`
-policy pi_theta / value V_phi                    `Agent.policy`, `Agent.value`
-surrogate l_t (PPO clipped objective)            `surrogate`, `surrogate_at`
-bilevel framework: max_theta V^{pi o nu(theta)}  `lower_level` (nu) + `minibatch_loss` (theta)
+Paper notion                                      Name in this file
+------------------------------------------------  ---------------------------------------------
+observation o, ball B_eps(o) (L-inf, normalized)  `ObsNormalizer`, `eps`; clamps in the solvers
+policy pi_theta, value V_phi; surrogate l_t       `Agent.policy`, `Agent.value`; `surrogate`
+bilevel framework: max_theta V^{pi o nu(theta)}   `lower_level` (nu) + `minibatch_loss` (theta)
   s.t. nu(theta) = argmax_nu G(pi_theta, nu)
-SPO: nu = identity                               `--algo spo`
-ARPO: G = -V^{pi o nu}, the strongest adversary  `--algo arpo`, `strongest_adversary`, `pgd_attack`
-BARPO: G = KL(pi(.|s) || pi o nu(.|s)), by SGLD  `--algo barpo`, `kl_adversary`, `sgld_attack`
-Theorem 4.1: value drop >= c * KL + O(KL^1.5)    docstring of `kl_adversary`
-reshaping effect, sticky deceptive FOSPs         docstring of `strongest_adversary`
-outer level, inner solution held fixed           `minibatch_loss` (no gradient through o_hat)
-SPO guidance with weight kappa                   `--kappa`, the guidance term in `minibatch_loss`
-the ablation's four configurations               `--algo arpo|barpo` with `--kappa 0` or `K > 0`
-eps ramp of SA-PPO / CAR-PPO                     `epsilon`
-published per-task settings                      `TASK_SETTINGS`, `task_config`
-robust return (worst case over attacks)          `ATTACKS`, `attack_suite`
+SPO: nu the identity                              `--algo spo`
+ARPO: G = -V^{pi o nu}, the strongest adversary   `--algo arpo`: `strongest_adversary`, `pgd_attack`
+  (reshaping effect, sticky deceptive FOSPs)        (its docstring)
+BARPO: G = KL(pi(.|o) || pi(.|o_hat)), by SGLD    `--algo barpo`: `kl_adversary`, `sgld_attack`
+  (Theorem 4.1: value drop >= c KL + O(KL^1.5))     (its docstring)
+outer level, inner solution held fixed; ISA-MDP   `minibatch_loss` and its docstring
+SPO guidance, weight kappa; the four ablation     `--kappa`; `--algo arpo|barpo` with `--kappa 0`
+  configurations                                    or `--kappa K`
+eps ramp; published per-task settings             `epsilon`; `TASK_SETTINGS`, `task_config`
+robust return (worst case over six attacks)       `ATTACKS`, `attack_suite`
 
-What comes from where. From the paper (its abstract and a third-party summary of its body): the
-framework, its two ends, the KL lower level solved by SGLD, the outer update with the inner
-solution held fixed, and SPO guidance as kappa times the SPO objective. From the published code
-the paper's authors build on (SA-PPO, CAR-PPO): PPO and its per-task settings, SGLD's update and
-temperature, PGD on the surrogate as the strongest adversary, the eps ramp, the attacks. This
-project's choices, each said where it is made: the default kappa (`BARPO_KAPPA`, chosen by
-measurement in results/KAPPA.md), the robust term as a plain mean over the minibatch (CAR-PPO
-weights it by a soft maximum, nearly uniform at its settings), PGD's shrinking steps
-(`pgd_attack`), a time-limit cut bootstrapped from the critic (`Rollout.collect`), and the value
-network stepped on the same minibatches as the policy (`minibatch_loss`).
+What comes from where. From the paper (its abstract and a summary of its body): the framework,
+its ends, the KL lower level solved by SGLD, the outer step with the inner solution held fixed,
+SPO guidance as kappa times the SPO objective. From the code the paper builds on (SA-PPO,
+CAR-PPO): PPO and its per-task settings, SGLD's update and temperature, PGD on the surrogate,
+the eps ramp, the attacks. This project's choices, each said where it is made: the default kappa
+(`BARPO_KAPPA`), the robust term as a plain mean (CAR-PPO's soft maximum is nearly uniform at its
+settings), PGD's shrinking steps, a time-limit cut bootstrapped from the critic
+(`Rollout.collect`), the critic stepped on the policy's minibatches (`minibatch_loss`).
 """
 
 import argparse
@@ -140,39 +132,7 @@ def task_config(env="Hopper-v4", algo="barpo", **overrides):
     return Config(env=env, algo=algo, **{**settings, **overrides})
 
 
-class InputError(ValueError):
-    """Input this library cannot use (a task, a checkpoint, a setting); the message says why."""
-
-
-# ==== 2. Environments =======================================================================
-
-def make_envs(env_id, num_envs, vectorization="sync"):
-    """A gymnasium vector env of a task with 1-D Box observations and Box actions.
-
-    sync steps the environments one after the other in this process; async steps each in a
-    process of its own. SAME_STEP autoreset: a finished env is reset inside the same step() and
-    its last observation is in info["final_obs"], so every stored transition is a real one.
-    """
-    try:
-        gym.spec(env_id)
-    except gym.error.Error as e:
-        raise InputError(f"unknown task '{env_id}' ({e})")
-    try:
-        envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=vectorization,
-                            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
-    except gym.error.DependencyNotInstalled as e:
-        raise InputError(f"{env_id} needs a package that is not installed ({e})")
-    obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
-        envs.close()
-        raise InputError(f"{env_id} has observation space {obs_space}; the attacks need a 1-D "
-                         f"Box (a vector of numbers)")
-    if not isinstance(act_space, gym.spaces.Box):
-        envs.close()
-        raise InputError(f"{env_id} has action space {act_space}; these methods need a Box "
-                         f"(continuous actions)")
-    return envs
-
+# ==== 2. Observations and rewards, normalized =============================================
 
 class ObsNormalizer:
     """o = clip((s - mean) / std, -10, 10) with running mean and variance of the states seen.
@@ -209,11 +169,6 @@ class RewardScaler:
         self.stats.update(self.ret[:, None])
         self.ret[ended] = 0.0
         return np.clip(reward / np.sqrt(self.stats.var[0] + 1e-8), -10.0, 10.0)
-
-
-def to_tensor(x, device):
-    """A float32 tensor of an array (gymnasium hands out float64 numpy arrays)."""
-    return torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
 
 
 # ==== 3. Actor and critic ===================================================================
@@ -337,15 +292,12 @@ def gaussian_kl(mu_p, mu_q, log_std):
 
 # ==== 5. The lower level: the adversary nu(theta) of each method ============================
 #
-# The paper's framework (its Section 4) is one bilevel problem for every method:
-#
-#     max_theta  V^{pi_theta o nu(theta)}(mu_0)    subject to    nu(theta) = argmax_nu G(pi_theta, nu)
-#
-# where pi o nu acts on the o_hat = nu(o) in B_eps(o) that the adversary shows it. A method is a
-# choice of G. No G (nu the identity) is SPO. G = -V^{pi o nu}, the strongest adversary, is ARPO.
-# G = KL(pi(.|o) || pi(.|o_hat)), the KL surrogate, is BARPO. PPO estimates the value's change by
-# the surrogate, so ARPO's adversary minimizes the surrogate at o_hat, and BARPO's maximizes the
-# KL; each is solved per sample, against the current theta, by sign-gradient steps in the ball.
+# The paper's framework: max_theta V^{pi_theta o nu(theta)} subject to nu(theta) = argmax_nu G(pi_theta, nu),
+# pi o nu acting on the o_hat = nu(o) in B_eps(o) the adversary shows it. The method is the choice
+# of G: none (nu the identity) is SPO; G = -V^{pi o nu}, the strongest adversary, is ARPO (PPO
+# estimates V by the surrogate, so its adversary minimizes the surrogate at o_hat); the KL
+# surrogate G = KL(pi(.|o) || pi(.|o_hat)) is BARPO. Both are solved per sample, against the
+# current theta, by sign-gradient steps in the ball.
 
 SGLD_BETA = 1e-5  # SGLD's temperature in SA-PPO's and CAR-PPO's training
 
@@ -353,16 +305,12 @@ SGLD_BETA = 1e-5  # SGLD's temperature in SA-PPO's and CAR-PPO's training
 def pgd_attack(obs, objective, eps, steps):
     """Approximately minimize objective(o_hat) (per sample) over B_eps(obs) = {|o_hat - obs|_inf <= eps}.
 
-    Why sign steps and clamping: to first order objective(o + d) ~ objective(o) + g.d, and over the
-    L-infinity ball the minimizer of g.d is d = -eps * sign(g) (each coordinate independently
-    goes to the end of its interval). PGD takes that step in pieces, re-linearizing each time, and
-    projects back; projection onto a box is a per-coordinate clamp. The start is uniform in the
-    ball, as CAR-PPO's. This project's departure: the pieces shrink linearly,
-    step_i = 4 eps (K - i) / (K (K + 1)) for i = 0..K-1, where CAR-PPO's are all eps / K. They add
-    up to 2 eps, so the path can cross the ball from any start, and the last ones are small, so a
-    minimum inside the ball is found rather than jumped around. The gradient of the summed
-    objective is every sample's own (they are independent). eps may be a number or a 0-d tensor;
-    at eps = 0 the ball is the point obs.
+    To first order objective(o + d) ~ objective(o) + g.d, minimized over the L-infinity ball by
+    d = -eps sign(g); PGD takes that step in pieces, re-linearizing each time, and projects back
+    by a per-coordinate clamp. The start is uniform in the ball, as CAR-PPO's. Our departure:
+    step_i = 4 eps (K - i) / (K (K + 1)), i = 0..K-1 (CAR-PPO's: eps / K), adding up to 2 eps, so the
+    path can cross the ball from any start, and shrinking, so it settles at a minimum inside the
+    ball rather than jumping around it. eps may be a 0-d tensor; at eps = 0, o_hat = obs.
     """
     lo, hi = obs - eps, obs + eps
     o_hat = obs + eps * (2 * torch.rand_like(obs) - 1)
@@ -377,13 +325,11 @@ def sgld_attack(obs, objective, eps, steps, beta=SGLD_BETA):
     """Approximately maximize objective(o_hat) (per sample) over B_eps(obs) by stochastic
     gradient Langevin dynamics, as SA-PPO and CAR-PPO solve their KL problems.
 
-    Langevin dynamics, x <- x + alpha grad f(x) + sqrt(2 alpha beta) xi with xi ~ N(0, I), samples
-    from a density proportional to exp(f / beta): at a small temperature beta it settles at the
-    maxima of f, and the noise carries it off flat points. Here the drift is a sign step of
-    alpha = eps / K (the L-infinity steepest ascent, as in `pgd_attack`), the noise shrinks as
-    1 / (k + 2), and each step is clamped to the ball. The start is obs + alpha * sign(xi): the KL
-    is smallest, with zero gradient, at o_hat = obs, so the solver must not start there. At
-    beta = 1e-5 the noise only decides coordinates whose gradient is about zero.
+    Langevin dynamics x <- x + alpha grad f(x) + sqrt(2 alpha beta) xi, xi ~ N(0, I), samples from
+    exp(f / beta): at a small temperature beta it settles at the maxima of f, the noise carrying
+    it off flat points. Here the drift is a sign step of alpha = eps / K (as PGD's), the noise
+    shrinks as 1 / (k + 2), each step is clamped to the ball. The start is obs + alpha sign(xi):
+    the KL has zero gradient at o_hat = obs, so the solver must not start there.
     """
     alpha = eps / steps
     lo, hi = obs - eps, obs + eps
@@ -395,43 +341,28 @@ def sgld_attack(obs, objective, eps, steps, beta=SGLD_BETA):
     return o_hat
 
 
-def input_gradient(f, x):
-    """d f / d x for a scalar f, without touching the gradients of any parameter."""
-    if torch.compiler.is_compiling():  # the fast path's spelling of the same derivative (section 9)
-        return torch.func.grad(f)(x).detach()
-    with torch.enable_grad():  # evaluation attacks run under no_grad
-        x = x.detach().requires_grad_(True)
-        return torch.autograd.grad(f(x), x)[0]
-
-
 def strongest_adversary(agent, mb, adv, clip):
-    """ARPO's G on a minibatch mb (with its normalized advantages adv), to be minimized: the
-    surrogate l_t(theta; o_hat), PPO's estimate of the value through the adversary (CAR-PPO's inner
-    problem).
+    """ARPO's G on a minibatch mb with normalized advantages adv, to be minimized: the surrogate
+    l_t(theta; o_hat), PPO's estimate of the value through the adversary (CAR-PPO's inner problem).
 
-    The reshaping effect (the paper's Section 3): V^{pi o nu*} <= V^pi for every pi, with a large
-    gap where pi is vulnerable (its action changes inside the ball) and a small one where it is
-    robust. The strongest adversary lowers the landscape unevenly: it sinks the vulnerable,
-    high-return policies and leaves robust, low-return ones standing as local maxima, separated
-    by valleys that gradient ascent cannot cross (the robust policy space has cut points, so
-    these stationary points are isolated). Started near one, ARPO stays there: sticky, deceptive
-    first-order stationary policies, robust but of low return (on Ant 68% below SPO's in the paper).
+    The reshaping effect (the paper's Section 3): V^{pi o nu*} <= V^pi, with a large gap where pi is
+    vulnerable and a small one where it is robust. So the strongest adversary sinks vulnerable,
+    high-return policies and leaves robust, low-return ones standing as local maxima behind
+    valleys gradient ascent cannot cross (the robust policy space has cut points): sticky,
+    deceptive stationary policies, robust but of low return (Ant: 68% below SPO in the paper).
     """
     return lambda o_hat: surrogate_at(agent, o_hat, mb.actions, mb.old_logp, adv, clip)
 
 
 def kl_adversary(agent, mb):
-    """BARPO's G on a minibatch, to be maximized: KL(pi(.|o) || pi(.|o_hat)), for Gaussians with a
-    shared std sum_i (mu_i(o) - mu_i(o_hat))^2 / (2 sigma_i^2) (`gaussian_kl`).
+    """BARPO's G on a minibatch, to be maximized: KL(pi(.|o) || pi(.|o_hat)) (`gaussian_kl`).
 
-    Why it stands in for the strongest adversary, Theorem 4.1: for an adversary strong enough,
-    reached in K gradient steps, V^pi(s) - V^{pi o nu}(s) >= 2 delta / (lambda_max(F) K) * KL
-    + O(KL^{3/2}), where F is the Fisher information of log pi with respect to the perturbation
-    and delta > 0 a constant of that adversary. To first order, an o_hat that changes the policy
-    more costs more value, so maximizing the KL is a first-order surrogate of minimizing the
-    value, and unlike the value it is computable and differentiable. It is milder all the same:
-    it aims at what the policy does, not at the return, so it lowers the landscape less unevenly
-    and carves fewer sticky valleys.
+    Theorem 4.1: for an adversary strong enough, reached in K gradient steps, V^pi(s) - V^{pi o nu}(s)
+    >= 2 delta / (lambda_max(F) K) KL + O(KL^{3/2}), F the Fisher information of log pi with respect
+    to the perturbation, delta > 0 a constant of that adversary. To first order, an o_hat that
+    moves the policy more costs more value: maximizing the KL is a surrogate of minimizing the
+    value that is computable and differentiable. And a milder one: it aims at what the policy does,
+    not at the return, so it lowers the landscape less unevenly and carves fewer sticky valleys.
     """
     with torch.no_grad():
         mu_clean = agent.mu(mb.obs)
@@ -490,25 +421,19 @@ def value_loss(agent, mb, cfg):
 def minibatch_loss(agent, mb, eps, cfg):
     """The loss of one minibatch, and (objective, value loss, attack KL) for the metrics.
 
-    The upper level is the same for every method:
+    The upper level, the same for every method (o_hat = o for SPO, whose kappa is 0):
         maximize  mean_t l_t(theta; o_hat_t)  +  kappa * mean_t l_t(theta; o_t)
-    with o_hat from the method's lower level (o_hat = o for SPO, whose kappa is 0).
-    - The inner solution is held fixed, as in the paper: the exact gradient of
-      V^{pi_theta o nu(theta)} also holds terms through d o_hat / d theta, which are dropped
-      (`lower_level` returns o_hat with no graph back to theta). For ARPO, whose lower level
-      minimizes the very surrogate the upper level maximizes, Danskin's theorem makes that term
-      vanish at an exact minimizer; for BARPO, whose G is another function, it does not, so this
-      update's stationary points are those of the paper's approximation.
-    - SPO guidance: the second term is SPO's objective. Weight kappa pulls theta towards natural
-      return, smoothing the landscape the adversary reshaped; kappa = 0 is the bare framework
-      (the term is then not computed at all).
-    - Global optima are kept (ISA-MDP): if no o_hat in B_eps(o) changes the Bellman-optimal
-      action, the optimal policy pi* acts as well through every adversary in the ball, so pi*
-      maximizes both terms for every G: SPO, ARPO and BARPO with any kappa share their global
-      optimum and differ only in the stationary points on the way to it.
-    The critic regresses on clean observations for every method (`value_loss`); it shares the
-    minibatches with the policy, where the published code trains it first with its own Adam (the
-    networks are separate, so only the order of minibatches differs).
+    - The inner solution is held fixed, as in the paper: the terms of the exact gradient through
+      d o_hat / d theta are dropped (o_hat comes with no graph back to theta). For ARPO, whose G is
+      the very surrogate maximized here, Danskin's theorem makes them vanish at an exact minimizer;
+      for BARPO they do not, so its stationary points are those of the paper's approximation.
+    - SPO guidance: the second term is SPO's objective; weight kappa pulls theta towards natural
+      return across the valleys the adversary carved. kappa = 0, the bare framework, drops it.
+    - Global optima are kept (ISA-MDP): if no o_hat in B_eps(o) changes the Bellman-optimal action,
+      pi* acts as well through every adversary in the ball and maximizes both terms for every G:
+      SPO, ARPO and BARPO with any kappa share their optimum and differ in the stationary points
+      on the way. The critic learns on clean observations, on the policy's minibatches (published:
+      first, with its own Adam; the networks are separate, so only the minibatch order differs).
     """
     adv = normalized(mb.advantages)
     o_hat = lower_level(agent, mb, adv, eps, cfg)
@@ -531,14 +456,10 @@ def minibatch_update(agent, optimizer, mb, eps, cfg):
     loss, stats = minibatch_loss(agent, mb, eps, cfg)
     optimizer.zero_grad()
     loss.backward()
-    if math.isfinite(cfg.max_grad_norm):
+    if cfg.max_grad_norm < math.inf:
         nn.utils.clip_grad_norm_(optimizer_params(optimizer), cfg.max_grad_norm)
     optimizer.step()
     return stats
-
-
-def optimizer_params(optimizer):
-    return [p for group in optimizer.param_groups for p in group["params"]]
 
 
 def bilevel_update(agent, optimizer, batch, eps, cfg, update=minibatch_update):
@@ -551,12 +472,6 @@ def bilevel_update(agent, optimizer, batch, eps, cfg, update=minibatch_update):
         for idx in torch.randperm(n, device=batch.obs.device).split(n // cfg.minibatches):
             sums += update(agent, optimizer, Batch(*(x[idx] for x in batch)), eps, cfg)
     return (sums / (cfg.epochs * cfg.minibatches)).tolist()
-
-
-def make_optimizer(agent, cfg):
-    return torch.optim.Adam([
-        {"params": [*agent.mu.parameters(), agent.log_std], "lr": cfg.lr_policy},
-        {"params": agent.critic.parameters(), "lr": cfg.lr_value}], eps=1e-5, fused=True)
 
 
 # ==== 7. One iteration of the bilevel loop ==================================================
@@ -590,7 +505,45 @@ def iteration(cfg, k, rollout, optimizer, update=minibatch_update):
 #
 # ############################################################################################
 
-# ==== 8. The training run: metrics, progress, checkpoints and resuming ======================
+# ==== 8. The training run: environments, metrics, progress, checkpoints, resuming ==========
+
+class InputError(ValueError):
+    """Input this library cannot use (a task, a checkpoint, a setting); the message says why."""
+
+
+def make_envs(env_id, num_envs, vectorization="sync"):
+    """A gymnasium vector env of a task with 1-D Box observations and Box actions.
+
+    sync steps the environments one after the other in this process; async steps each in a
+    process of its own. SAME_STEP autoreset: a finished env is reset inside the same step() and
+    its last observation is in info["final_obs"], so every stored transition is a real one.
+    """
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as e:
+        raise InputError(f"unknown task '{env_id}' ({e})")
+    try:
+        envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=vectorization,
+                            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
+    except gym.error.DependencyNotInstalled as e:
+        raise InputError(f"{env_id} needs a package that is not installed ({e})")
+    obs_space, act_space = envs.single_observation_space, envs.single_action_space
+    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
+        envs.close()
+        raise InputError(f"{env_id} has observation space {obs_space}; the attacks need a 1-D "
+                         f"Box (a vector of numbers)")
+    if not isinstance(act_space, gym.spaces.Box):
+        envs.close()
+        raise InputError(f"{env_id} has action space {act_space}; these methods need a Box "
+                         f"(continuous actions)")
+    return envs
+
+
+def to_tensor(x, device):
+    """A float32 tensor of an array (gymnasium hands out float64 numpy arrays)."""
+    return torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
+
+
 
 METRICS = ["iteration", "env_steps", "wall_time_s", "sps", "episode_return", "kappa", "eps",
            "attack_kl", "surrogate", "value_loss"]
@@ -615,6 +568,16 @@ def one_thread(fn):
         finally:
             torch.set_num_threads(before)
     return wrapper
+
+
+def make_optimizer(agent, cfg):
+    return torch.optim.Adam([
+        {"params": [*agent.mu.parameters(), agent.log_std], "lr": cfg.lr_policy},
+        {"params": agent.critic.parameters(), "lr": cfg.lr_value}], eps=1e-5, fused=True)
+
+
+def optimizer_params(optimizer):
+    return [p for group in optimizer.param_groups for p in group["params"]]
 
 
 @one_thread
@@ -823,6 +786,15 @@ def wants_compile(cfg):
     return cfg.compile == "on" or (cfg.compile == "auto" and cfg.total_steps >= COMPILE_MIN_STEPS)
 
 
+def input_gradient(f, x):
+    """d f / d x for a scalar f, without touching the gradients of any parameter."""
+    if torch.compiler.is_compiling():  # the fast path's spelling of the same derivative (section 9)
+        return torch.func.grad(f)(x).detach()
+    with torch.enable_grad():  # evaluation attacks run under no_grad
+        x = x.detach().requires_grad_(True)
+        return torch.autograd.grad(f(x), x)[0]
+
+
 class MinibatchLoss(nn.Module):
     """minibatch_loss as a module's forward: torch.func.functional_call differentiates that."""
 
@@ -841,7 +813,7 @@ def functional_minibatch_update(loss_module, optimizer, lrs, mb, eps, cfg):
     with torch.no_grad():  # torch.func.grad differentiates all the same; Adam updates in place
         grads, stats = torch.func.grad(lambda ps: torch.func.functional_call(
             loss_module, dict(zip(loss_module.names, ps)), (mb, eps, cfg)), has_aux=True)(params)
-        if math.isfinite(cfg.max_grad_norm):
+        if cfg.max_grad_norm < math.inf:
             total_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
             scale = (cfg.max_grad_norm / (total_norm + 1e-6)).clamp(max=1.0)  # as clip_grad_norm_
             grads = [g * scale for g in grads]

@@ -81,66 +81,63 @@ def test_surrogate_is_pessimistic_clip():
     assert torch.allclose(l, torch.tensor([0.5, 1.0, 1.2, -0.8, -1.5]))
 
 
-def test_exponential_tilting_solves_kl_regularized_adversary():
-    # min_q E_q[A] + lam KL(q || pi) over distributions on 5 actions: q* ~ pi exp(-A / lam)
-    torch.manual_seed(0)
-    pi, adv = torch.softmax(torch.randn(5), 0), torch.randn(5)
-    for kappa in (0.2, 0.5, 0.9):
-        lam = (1 - kappa) / kappa
-        f = lambda q: (q * adv).sum() + lam * (q * (q / pi).log()).sum()
-        q_star = pi * torch.exp(-adv / lam)
-        q_star /= q_star.sum()
-        for _ in range(200):  # any other distribution is worse
-            other = torch.softmax(torch.log(q_star) + 0.3 * torch.randn(5), 0)
-            assert f(q_star) <= f(other) + 1e-6
-    # lam -> 0 (kappa -> 1): all mass on the worst action; lam -> inf (kappa -> 0): q = pi
-    cold = pi * torch.exp(-adv / 1e-3)
-    assert torch.argmax(cold) == torch.argmin(adv)
-    hot = pi * torch.exp(-adv / 1e6)
-    assert torch.allclose(hot / hot.sum(), pi, atol=1e-5)
+# --- the lower levels ----------------------------------------------------------------------
 
-
-# --- the attacker --------------------------------------------------------------------------
-
-@pytest.mark.parametrize("kappa", [1.0, 0.5])
-def test_pgd_stays_in_ball_and_beats_clean_and_random(kappa):
-    agent, obs, actions, old_logp, adv = surrogate_problem()
-    eps = 0.3
-    objective = barpo.adversary_objective(agent, barpo.Batch(obs, actions, old_logp, adv, adv), adv, kappa, 0.2)
-    o_hat = barpo.pgd_attack(obs, objective, eps, 10)
-    assert (o_hat - obs).abs().max() <= eps + 1e-6
-    noise = obs + eps * (2 * torch.rand_like(obs) - 1)
+def reactive_problem(n=512, seed=0):
+    """surrogate_problem with a policy that reacts to its input, as a trained one does."""
+    agent, obs, actions, old_logp, adv = surrogate_problem(n=n, seed=seed)
     with torch.no_grad():
-        attacked, clean, random = objective(o_hat).mean(), objective(obs).mean(), objective(noise).mean()
-    assert attacked < clean and attacked < random
-
-
-def test_kappa_sets_strength():
-    """kappa = 1 attacks the surrogate alone; smaller kappa makes the adversary pay in KL, so the
-    realized KL(pi(.|o) || pi(.|o_hat)) shrinks, towards 0 at kappa -> 0 (the SPO limit), and the
-    surrogate is hurt less."""
-    agent, obs, actions, old_logp, adv = surrogate_problem(n=512)
-    with torch.no_grad():  # a policy that reacts to its input, as a trained one does
         agent.mu[4].weight.mul_(10.0)
         agent.log_std.fill_(-1.0)
         dist = agent.policy(obs)
         actions = dist.sample()
         old_logp = dist.log_prob(actions).sum(-1)
-    mb = barpo.Batch(obs, actions, old_logp, adv, adv)
-    at_one = barpo.adversary_objective(agent, mb, adv, 1.0, 0.2)
+    return agent, barpo.Batch(obs, actions, old_logp, adv, adv, torch.zeros(n))
+
+
+def test_both_solvers_stay_in_the_ball_and_are_the_identity_at_eps_zero():
+    agent, mb = reactive_problem()
+    solve = {"pgd": lambda eps: barpo.pgd_attack(
+                 mb.obs, barpo.strongest_adversary(agent, mb, mb.advantages, 0.2), eps, 10),
+             "sgld": lambda eps: barpo.sgld_attack(mb.obs, barpo.kl_adversary(agent, mb), eps, 10)}
+    for name, solver in solve.items():
+        for eps in (0.3, torch.tensor(0.3), 2.0):
+            o_hat = solver(eps)
+            assert (o_hat - mb.obs).abs().max() <= float(eps) + 1e-6, name
+            assert (o_hat - mb.obs).abs().max() > 0.5 * float(eps), name   # it does move
+        assert torch.equal(solver(torch.tensor(0.0)), mb.obs), name
+
+
+def test_sgld_finds_a_higher_kl_than_random_points_and_than_the_strongest_adversary():
+    """BARPO's lower level maximizes KL(pi(.|o) || pi(.|o_hat)): on a shipped agent its o_hat has
+    a higher KL than the best of 20 random points of the ball for nearly every sample, and a
+    higher mean KL than ARPO's o_hat (which aims at the surrogate, not at the policy)."""
+    agent, _, _ = barpo.load_checkpoint(HERE / "results/full/Hopper-v4/spo/seed0/checkpoint.pt")
+    torch.manual_seed(0)
+    obs, eps = torch.randn(256, 11), 0.075
     with torch.no_grad():
-        assert torch.equal(at_one(obs), barpo.surrogate(old_logp, old_logp, adv, 0.2))
-    kls, surrogates = [], []
-    for kappa in (1.0, 0.1, 0.01):
-        torch.manual_seed(1)
-        objective = barpo.adversary_objective(agent, mb, adv, kappa, 0.2)
-        o_hat = barpo.pgd_attack(obs, objective, 0.3, 20)
-        with torch.no_grad():
-            kls.append(barpo.realized_attack_kl(agent, obs, o_hat).item())
-            logp = agent.policy(o_hat).log_prob(actions).sum(-1)
-            surrogates.append(barpo.surrogate(logp, old_logp, adv, 0.2).mean().item())
-    assert kls[0] > kls[1] > kls[2] and kls[2] < 0.1 * kls[0]
-    assert surrogates[0] < surrogates[2]
+        dist = agent.policy(obs)
+        actions = dist.sample()
+        mb = barpo.Batch(obs, actions, dist.log_prob(actions).sum(-1), torch.randn(256),
+                         torch.zeros(256), torch.zeros(256))
+    kl = barpo.kl_adversary(agent, mb)
+    sgld = barpo.sgld_attack(obs, kl, eps, 10)
+    pgd = barpo.pgd_attack(obs, barpo.strongest_adversary(agent, mb, mb.advantages, 0.2), eps, 10)
+    with torch.no_grad():
+        random = torch.stack([kl(obs + eps * (2 * torch.rand_like(obs) - 1)) for _ in range(20)])
+        assert (kl(sgld) > random.max(0).values).float().mean() > 0.95
+        assert kl(sgld).mean() > 3 * random.mean() and kl(sgld).mean() > kl(pgd).mean()
+        assert barpo.realized_attack_kl(agent, obs, sgld) == kl(sgld).mean()
+
+
+def test_pgd_finds_a_lower_surrogate_than_clean_and_random_points():
+    agent, mb = reactive_problem()
+    objective = barpo.strongest_adversary(agent, mb, mb.advantages, 0.2)
+    o_hat = barpo.pgd_attack(mb.obs, objective, 0.3, 10)
+    noise = mb.obs + 0.3 * (2 * torch.rand_like(mb.obs) - 1)
+    with torch.no_grad():
+        attacked, clean, random = (objective(o).mean() for o in (o_hat, mb.obs, noise))
+    assert attacked < clean and attacked < random
 
 
 def test_gradient_attacks_stay_in_ball_and_do_their_job():
@@ -169,69 +166,109 @@ def test_learned_attacks_perturbations_are_the_identity_at_eps_zero():
     assert (barpo.paad_perturbation(agent, 0.2, 10)(obs, d) - obs).abs().max() <= 0.2 + 1e-6
 
 
-def test_attack_strength_and_eps_schedules():
-    cfg = barpo.Config(algo="barpo", eps=0.1, kappa_schedule="ramp")   # over the first half
-    assert barpo.attack_strength(cfg, 0.0) == 0.0
-    assert barpo.attack_strength(cfg, 0.25) == pytest.approx(0.5)
-    assert barpo.attack_strength(cfg, 0.9) == 1.0
-    assert barpo.attack_strength(barpo.Config(algo="spo"), 0.9) == 0.0
-    assert barpo.attack_strength(barpo.Config(algo="arpo"), 0.0) == 1.0
-    assert barpo.attack_strength(barpo.Config(algo="barpo", kappa=0.3), 0.9) == 0.3
-    # the command line: constant 0.02 unless told, the ramp only when asked for
-    assert barpo.attack_strength(barpo.config_from_args(barpo.parse_args([])), 0.9) == 0.02
-    ramp = barpo.config_from_args(barpo.parse_args(["--kappa-ramp", "0.25"]))
-    assert barpo.attack_strength(ramp, 0.125) == pytest.approx(0.5)
-    assert barpo.epsilon(cfg, 0.375) == pytest.approx(0.05) and barpo.epsilon(cfg, 0.8) == 0.1
+# --- the upper level: the framework's ends, guidance, the published settings -------------------
+
+def one_minibatch(seed=0, n=64):
+    agent, obs, actions, old_logp, adv = surrogate_problem(n=n, seed=seed)
+    with torch.no_grad():
+        values = agent.value(obs)
+    return agent, barpo.Batch(obs, actions, old_logp, adv, values + torch.randn(n), values)
 
 
-# --- the bilevel loop: kappa limits are SPO and ARPO to the bit -----------------------------
-
-def train_weights(**overrides):
-    cfg = barpo.Config(**{"env": "Hopper-v4", "total_steps": 4096, "eps": 0.075, **overrides})
-    torch.manual_seed(cfg.seed)
-    envs = barpo.make_envs(cfg.env, cfg.num_envs, cfg.vector_env)
-    agent, norm = barpo.Agent(11, 3), barpo.ObsNormalizer(11)
-    rows = barpo.train(cfg, envs, agent, norm, log=lambda s: None)
-    envs.close()
-    return agent.state_dict(), norm, rows
+def updated(cfg, eps, steps=3, update=barpo.minibatch_update, seed=5):
+    """The agent, Adam state and stats after `steps` minibatch updates from one_minibatch()."""
+    agent, mb = one_minibatch()
+    optimizer = barpo.make_optimizer(agent, cfg)
+    torch.manual_seed(seed)
+    stats = [update(agent, optimizer, mb, torch.tensor(eps), cfg) for _ in range(steps)]
+    return agent.state_dict(), optimizer.state_dict()["state"], torch.stack(stats)
 
 
-def test_kappa_zero_is_spo_and_kappa_one_is_arpo_bit_for_bit():
-    spo, spo_norm, _ = train_weights(algo="spo")
-    k0, k0_norm, rows = train_weights(algo="barpo", kappa=0.0)
-    assert all(torch.equal(spo[k], k0[k]) for k in spo)
-    assert np.array_equal(spo_norm.mean, k0_norm.mean)
-    assert all(r["attack_kl"] == 0 for r in rows)
-    arpo, _, arpo_rows = train_weights(algo="arpo")
-    k1, _, _ = train_weights(algo="barpo", kappa=1.0)
-    assert all(torch.equal(arpo[k], k1[k]) for k in arpo)
-    assert not torch.equal(arpo["mu.0.weight"], spo["mu.0.weight"])  # the adversary did act
-    assert arpo_rows[-1]["attack_kl"] > 0
+@pytest.mark.parametrize("algo", ["arpo", "barpo"])
+def test_at_eps_zero_the_bare_framework_is_spo_to_the_bit(algo):
+    """The framework's ends: with the ball a point, ARPO and BARPO without guidance take SPO's
+    update exactly (their solvers return o itself), and their realized KL is 0."""
+    spo, _, spo_stats = updated(barpo.task_config("Hopper-v4", "spo"), 0.0)
+    robust, _, stats = updated(barpo.task_config("Hopper-v4", algo, kappa=0.0), 0.0)
+    assert all(torch.equal(spo[k], robust[k]) for k in spo)
+    assert torch.equal(stats, spo_stats) and (stats[:, 2] == 0).all()
+    moved, _, _ = updated(barpo.task_config("Hopper-v4", algo, kappa=0.0), 0.075)
+    assert not torch.equal(moved["mu.0.weight"], spo["mu.0.weight"])   # with a ball, it acts
+
+
+@pytest.mark.parametrize("algo", ["arpo", "barpo"])
+def test_kappa_adds_kappa_times_the_clean_surrogate_and_zero_removes_it(algo):
+    agent, mb = one_minibatch()
+    with torch.no_grad():
+        agent.mu[4].bias.add_(0.3)   # theta away from theta_old, where the clean surrogate is 0
+    eps, adv = torch.tensor(0.075), barpo.normalized(mb.advantages)
+    bare = barpo.task_config("Hopper-v4", algo, kappa=0.0)
+    torch.manual_seed(1)
+    o_hat = barpo.lower_level(agent, mb, adv, eps, bare)
+    robust = barpo.surrogate_at(agent, o_hat, mb.actions, mb.old_logp, adv, 0.2).mean()
+    clean = barpo.surrogate_at(agent, mb.obs, mb.actions, mb.old_logp, adv, 0.2).mean()
+    losses = {}
+    for kappa in (0.0, 0.7):
+        torch.manual_seed(1)   # the same o_hat
+        losses[kappa], stats = barpo.minibatch_loss(agent, mb, eps, barpo.task_config("Hopper-v4", algo, kappa=kappa))
+        assert torch.isclose(stats[0], robust + kappa * clean)
+    assert torch.equal(losses[0.0], barpo.value_loss(agent, mb, bare) - robust)   # no term at all
+    assert torch.allclose(losses[0.0] - losses[0.7], 0.7 * clean) and abs(clean) > 1e-3
+
+
+def test_value_clipping_keeps_the_pessimistic_of_the_two_errors():
+    agent, mb = one_minibatch(n=4)
+    with torch.no_grad():
+        v = agent.value(mb.obs)
+    mb = mb._replace(values=v + torch.tensor([0.0, 0.5, -0.5, 0.1]), returns=v + torch.tensor([1.0, 1.0, 1.0, 1.0]))
+    plain = barpo.value_loss(agent, mb, barpo.Config(value_clip=False))
+    clipped = barpo.value_loss(agent, mb, barpo.Config(value_clip=True))
+    # sample 2: old value 0.5 below v, so v_clipped = v - 0.3, 1.3 from the return instead of 1
+    expected = 0.5 * torch.tensor([1.0, 1.0, 1.3 ** 2, 1.0]).mean()
+    assert torch.isclose(plain, torch.tensor(0.5)) and torch.isclose(clipped, expected)
+
+
+def test_published_settings_per_task_and_method():
+    hopper, cheetah = barpo.task_config("Hopper-v4", "spo"), barpo.task_config("HalfCheetah-v4", "spo")
+    assert (hopper.lr_policy, hopper.lr_value, hopper.value_clip, hopper.init_std) == (3e-4, 2.5e-4, False, 1.0)
+    assert (cheetah.lr_policy, cheetah.lr_value, cheetah.init_std, cheetah.entropy_coef) == (3e-4, 1e-4, 0.5, 0.0)
+    robust = barpo.task_config("HalfCheetah-v4", "barpo")
+    assert (robust.lr_policy, robust.lr_value, robust.entropy_coef, robust.kappa) == (1e-4, 1e-3, 1e-4, barpo.BARPO_KAPPA)
+    walker, ant = barpo.task_config("Walker2d-v4", "arpo"), barpo.task_config("Ant-v4", "arpo")
+    assert (walker.lr_policy, walker.lr_value, walker.value_clip, walker.kappa, walker.eps) == (4e-4, 3e-4, True, 0.0, 0.05)
+    assert ant.total_steps == 9_998_336 and ant.iterations == 4882 and ant.lr_value == 1e-5
+    assert hopper.total_steps == 1_998_848 and math.isinf(hopper.max_grad_norm)
+    # the eps ramp ends where the published ones do: iteration 732 of 976, 3,662 of 4,882
+    for cfg, end in ((hopper, 732), (ant, 3662)):
+        assert barpo.epsilon(cfg, (end - 1) / cfg.iterations) < cfg.eps == barpo.epsilon(cfg, end / cfg.iterations)
+    assert torch.allclose(barpo.Agent(17, 6, cheetah.init_std).log_std.exp(), torch.full((6,), 0.5))
+    # the command line takes the same table, and a flag overrides one entry
+    cli = barpo.config_from_args(barpo.parse_args(["--env", "HalfCheetah-v4", "--lr-value", "2e-3"]))
+    assert (cli.lr_policy, cli.lr_value, cli.kappa, cli.eps) == (1e-4, 2e-3, barpo.BARPO_KAPPA, 0.15)
+    assert barpo.config_from_args(barpo.parse_args(["--algo", "arpo", "--value-clip", "on"])).value_clip
 
 
 # --- the fast path: the same update, compiled ----------------------------------------------
 
-def one_minibatch(seed=0, n=64):
-    agent, obs, actions, old_logp, adv = surrogate_problem(n=n, seed=seed)
-    return agent, barpo.Batch(obs, actions, old_logp, adv, torch.randn(n))
+FAST_PATH_CASES = {
+    "spo": dict(algo="spo"),
+    "arpo": dict(algo="arpo"),
+    "arpo with guidance": dict(algo="arpo", kappa=0.5),
+    "barpo": dict(algo="barpo", kappa=1.0),
+    "barpo, clipped value, entropy, gradient clipping": dict(
+        algo="barpo", kappa=0.3, value_clip=True, entropy_coef=1e-2, max_grad_norm=0.5),
+}
 
 
-@pytest.mark.parametrize("kappa", [0.0, 0.02, 1.0])
-def test_fast_path_gives_the_eager_update(kappa):
+@pytest.mark.parametrize("case", FAST_PATH_CASES)
+def test_fast_path_gives_the_eager_update(case):
     """compiled_minibatch_update against minibatch_update: three steps from the same start and the
-    same random numbers (PGD's starts) give the same parameters and Adam state up to float
+    same random numbers (PGD's and SGLD's) give the same parameters and Adam state up to float
     rounding (tolerance 1e-5; seen: about 1e-7)."""
-    cfg = barpo.Config(eps=0.075)
+    cfg = barpo.Config(eps=0.075, **FAST_PATH_CASES[case])
     fast = barpo.compiled_minibatch_update(CPU, log=pytest.fail)  # a fallback would fail the test
-    results = []
-    for step in (barpo.minibatch_update, fast):
-        agent, mb = one_minibatch()
-        optimizer = barpo.make_optimizer(agent, cfg)
-        torch.manual_seed(5)
-        strength = barpo.Strength(torch.tensor(kappa), torch.tensor(0.075), kappa > 0)
-        stats = [step(agent, optimizer, mb, strength, cfg) for _ in range(3)]
-        results.append((agent.state_dict(), optimizer.state_dict()["state"], torch.stack(stats)))
-    (eager, eager_adam, eager_stats), (compiled, compiled_adam, compiled_stats) = results
+    (eager, eager_adam, eager_stats), (compiled, compiled_adam, compiled_stats) = (
+        updated(cfg, 0.075, update=step) for step in (barpo.minibatch_update, fast))
     assert all(torch.allclose(eager[k], compiled[k], rtol=0, atol=1e-5) for k in eager)
     assert not torch.equal(eager["mu.0.weight"], one_minibatch()[0].state_dict()["mu.0.weight"])
     for i in eager_adam:
@@ -248,14 +285,9 @@ def test_fast_path_falls_back_to_eager_with_one_line(monkeypatch):
     monkeypatch.setattr(torch, "compile", broken_compile)
     said = []
     fast = barpo.compiled_minibatch_update(CPU, log=said.append)
-    cfg = barpo.Config(eps=0.075)
-    updates = []
-    for step in (fast, fast, barpo.minibatch_update):
-        agent, mb = one_minibatch()
-        torch.manual_seed(5)
-        strength = barpo.Strength(torch.tensor(1.0), torch.tensor(0.075), True)
-        step(agent, barpo.make_optimizer(agent, cfg), mb, strength, cfg)
-        updates.append(agent.state_dict()["mu.0.weight"])
+    cfg = barpo.Config(eps=0.075, algo="arpo")
+    updates = [updated(cfg, 0.075, steps=1, update=step)[0]["mu.0.weight"]
+               for step in (fast, fast, barpo.minibatch_update)]
     assert len(said) == 1 and "unavailable" in said[0] and "no C++ compiler found" in said[0]
     assert "\n" not in said[0]
     assert torch.equal(updates[0], updates[2]) and torch.equal(updates[1], updates[2])
@@ -266,6 +298,16 @@ def test_compile_is_used_only_where_it_repays():
     assert barpo.wants_compile(barpo.Config(total_steps=2_000_000))
     assert barpo.wants_compile(barpo.Config(total_steps=4096, compile="on"))
     assert not barpo.wants_compile(barpo.Config(total_steps=2_000_000, compile="off"))
+
+
+def train_weights(**overrides):
+    cfg = barpo.Config(**{"env": "Hopper-v4", "total_steps": 4096, "eps": 0.075, **overrides})
+    torch.manual_seed(cfg.seed)
+    envs = barpo.make_envs(cfg.env, cfg.num_envs, cfg.vector_env)
+    agent, norm = barpo.Agent(11, 3), barpo.ObsNormalizer(11)
+    rows = barpo.train(cfg, envs, agent, norm, log=lambda s: None)
+    envs.close()
+    return agent.state_dict(), norm, rows
 
 
 def test_async_environments_train_exactly_as_sync_ones():
@@ -451,7 +493,8 @@ def test_each_algo_end_to_end_on_hopper(algo, tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     assert len(rows) == 2 and list(rows[0]) == barpo.METRICS
-    assert float(rows[1]["kappa"]) == {"spo": 0.0, "arpo": 1.0, "barpo": 0.02}[algo]
+    assert float(rows[1]["kappa"]) == {"spo": 0.0, "arpo": 0.0, "barpo": barpo.BARPO_KAPPA}[algo]
+    assert float(rows[1]["attack_kl"]) > 0 if algo != "spo" else float(rows[1]["attack_kl"]) == 0
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["config"]["algo"] == algo
     assert json.loads((tmp_path / "eval.json").read_text())["algo"] == algo
@@ -637,13 +680,11 @@ BAD_INPUTS = {
     "non-Box observations": (["--env", "FrozenLake-v1"], "observation space"),
     "negative eps": (["--eps", "-0.1"], "--eps"),
     "no default eps": (["--env", "InvertedPendulum-v4"], "give one with --eps"),
-    "kappa above 1": (["--kappa", "1.5"], "outside [0, 1]"),
-    "kappa below 0": (["--kappa", "-0.1"], "outside [0, 1]"),
-    "kappa for arpo": (["--algo", "arpo", "--kappa", "0.5"], "--kappa"),
-    "ramp for spo": (["--algo", "spo", "--kappa-ramp", "0.5"], "--kappa-ramp"),
-    "kappa and ramp": (["--kappa", "0.5", "--kappa-ramp", "0.5"], "not both"),
+    "negative kappa": (["--kappa", "-0.1"], "--kappa -0.1 must be a finite weight >= 0"),
+    "kappa for spo": (["--algo", "spo", "--kappa", "0.5"], "SPO has no adversary"),
+    "zero learning rate": (["--lr-policy", "0"], "must be a learning rate"),
+    "zero init std": (["--init-std", "0"], "must be a positive std"),
     "too few steps": (["--total-steps", "1000"], "less than one iteration"),
-    "negative guidance": (["--spo-guidance", "-1"], "--spo-guidance"),
     "unknown attack": (["--attacks", "none,fgsm"], "unknown attack"),
     "envs not dividing": (["--num-envs", "3"], "--num-envs 3"),
 }
@@ -847,14 +888,11 @@ def notebook_exercises():
 MISTAKES = {
     "my_gaussian_kl": "def my_gaussian_kl(mu_p, mu_q, log_std):\n"
                       "    return ((mu_p - mu_q) ** 2 / (2 * torch.exp(log_std))).sum(-1)\n",
-    "my_adversary_objective": "def my_adversary_objective(agent, mb, adv, kappa, clip):\n"
-                              "    def objective(o_hat):\n"
-                              "        dist = agent.policy(o_hat)\n"
-                              "        l = barpo.surrogate(dist.log_prob(mb.actions).sum(-1), mb.old_logp, adv, clip)\n"
-                              "        kl = barpo.gaussian_kl(agent.mu(mb.obs), dist.loc, agent.log_std)\n"
-                              "        return (1 - kappa) * l + kappa * kl\n"
-                              "    return objective\n",
-    "my_kappa_ramp": "def my_kappa_ramp(progress, ramp):\n    return progress / ramp\n",
+    "my_kl_adversary": "def my_kl_adversary(agent, mb):\n"
+                       "    def objective(o_hat):\n"
+                       "        return ((agent.mu(mb.obs) - agent.mu(o_hat)) ** 2 / (2 * agent.log_std.exp())).sum(-1)\n"
+                       "    return objective\n",
+    "my_eps_ramp": "def my_eps_ramp(progress, ramp):\n    return progress / ramp\n",
 }
 
 
