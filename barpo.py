@@ -54,6 +54,9 @@ import warnings
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+if __name__ == "__main__":  # Ctrl-C while torch imports: one line, not an import's traceback
+    signal.signal(signal.SIGINT, lambda *_: (print("\ninterrupted", file=sys.stderr), os._exit(130)))
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -214,7 +217,6 @@ class Rollout:
         self.actions = torch.zeros(self.T, n, act_dim, device=device)
         self.logp, self.rewards, self.dones, self.values = (
             torch.zeros(self.T, n, device=device) for _ in range(4))
-        self.act_low, self.act_high = envs.single_action_space.low, envs.single_action_space.high
         self.reward_scaler = RewardScaler(n, cfg.gamma)
         self.raw_obs, _ = envs.reset(seed=cfg.seed)
         self.episode_return, self.finished = np.zeros(n), []  # finished: returns of ended episodes
@@ -229,8 +231,7 @@ class Rollout:
             action = dist.sample()
             self.obs[t], self.actions[t], self.values[t] = obs, action, self.agent.value(obs)
             self.logp[t] = dist.log_prob(action).sum(-1)
-            self.raw_obs, reward, term, trunc, info = self.envs.step(
-                np.clip(action.cpu().numpy(), self.act_low, self.act_high))
+            self.raw_obs, reward, term, trunc, info = self.envs.step(action.cpu().numpy())
             ended = term | trunc
             self.episode_return += reward
             self.finished += list(self.episode_return[ended])
@@ -354,7 +355,7 @@ def strongest_adversary(agent, mb, adv, clip):
     return lambda o_hat: surrogate_at(agent, o_hat, mb.actions, mb.old_logp, adv, clip)
 
 
-def kl_adversary(agent, mb):
+def kl_adversary(agent, obs):
     """BARPO's G on a minibatch, to be maximized: KL(pi(.|o) || pi(.|o_hat)) (`gaussian_kl`).
 
     Theorem 4.1: for an adversary strong enough, reached in K gradient steps, V^pi(s) - V^{pi o nu}(s)
@@ -365,7 +366,7 @@ def kl_adversary(agent, mb):
     not at the return, so it lowers the landscape less unevenly and carves fewer sticky valleys.
     """
     with torch.no_grad():
-        mu_clean = agent.mu(mb.obs)
+        mu_clean = agent.mu(obs)
     return lambda o_hat: gaussian_kl(mu_clean, agent.mu(o_hat), agent.log_std.detach())
 
 
@@ -375,7 +376,7 @@ def lower_level(agent, mb, adv, eps, cfg):
     if cfg.algo == "arpo":
         return pgd_attack(mb.obs, strongest_adversary(agent, mb, adv, cfg.clip), eps, cfg.pgd_steps)
     if cfg.algo == "barpo":
-        return sgld_attack(mb.obs, kl_adversary(agent, mb), eps, cfg.pgd_steps)
+        return sgld_attack(mb.obs, kl_adversary(agent, mb.obs), eps, cfg.pgd_steps)
     return mb.obs
 
 
@@ -512,7 +513,8 @@ class InputError(ValueError):
 
 
 def make_envs(env_id, num_envs, vectorization="sync"):
-    """A gymnasium vector env of a task with 1-D Box observations and Box actions.
+    """A gymnasium vector env of a task with 1-D Box observations and Box actions, clipped to
+    the task's bounds (ClipAction), as the Gaussian policy's samples are not.
 
     sync steps the environments one after the other in this process; async steps each in a
     process of its own. SAME_STEP autoreset: a finished env is reset inside the same step() and
@@ -523,8 +525,11 @@ def make_envs(env_id, num_envs, vectorization="sync"):
     except gym.error.Error as e:
         raise InputError(f"unknown task '{env_id}' ({e})")
     try:
-        envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=vectorization,
-                            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
+        with warnings.catch_warnings():  # the literature's tasks are v4; gymnasium suggests v5
+            warnings.filterwarnings("ignore", message=".*is out of date", category=DeprecationWarning)
+            envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=vectorization,
+                                vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+                                wrappers=[clip_box_actions])
     except gym.error.DependencyNotInstalled as e:
         raise InputError(f"{env_id} needs a package that is not installed ({e})")
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
@@ -537,6 +542,10 @@ def make_envs(env_id, num_envs, vectorization="sync"):
         raise InputError(f"{env_id} has action space {act_space}; these methods need a Box "
                          f"(continuous actions)")
     return envs
+
+
+def clip_box_actions(env):
+    return gym.wrappers.ClipAction(env) if isinstance(env.action_space, gym.spaces.Box) else env
 
 
 def to_tensor(x, device):
@@ -591,7 +600,10 @@ def train(cfg, envs, agent, obs_norm, *, run_dir=None, resume=None, stop=None, l
     """
     optimizer = make_optimizer(agent, cfg)
     rollout = Rollout(envs, agent, obs_norm, cfg)
-    update = compiled_minibatch_update(rollout.device, log) if wants_compile(cfg) else minibatch_update
+    update = minibatch_update
+    if wants_compile(cfg):
+        log("compiling the minibatch update with torch.compile (tens of seconds, once per process)")
+        update = compiled_minibatch_update(rollout.device, log)
     first = restore_training(resume, rollout, optimizer, cfg) if resume else 0
     elapsed = resume["wall_time_s"] if resume else 0.0
     start = last_print = time.perf_counter()
@@ -628,7 +640,7 @@ def train(cfg, envs, agent, obs_norm, *, run_dir=None, resume=None, stop=None, l
 def progress_line(cfg, row, durations):
     """The time left is judged from the iterations after the first two (the first compiles the
     fast path); before there are any, none is printed."""
-    line = (f"it {row['iteration']}/{cfg.iterations} | steps {row['env_steps']:,} | "
+    line = (f"it {row['iteration']:,}/{cfg.iterations:,} | steps {row['env_steps']:,} | "
             f"{row['sps']:,.0f} steps/s")
     iterations_left = cfg.iterations - row["iteration"]
     if iterations_left == 0 or len(durations) > 2:
@@ -907,9 +919,7 @@ def make_attack(name, agent, eps, pgd_steps=10):
         return lambda obs: pgd_attack(obs, agent.value, eps, pgd_steps)
 
     def mad(obs):
-        with torch.no_grad():
-            mu_clean = agent.mu(obs)
-        kl = lambda o_hat: gaussian_kl(mu_clean, agent.mu(o_hat), agent.log_std.detach())
+        kl = kl_adversary(agent, obs)
         return pgd_attack(obs, lambda o_hat: -kl(o_hat), eps, pgd_steps)
     return mad
 
@@ -929,7 +939,6 @@ def run_episodes(agent, obs_norm, envs, attack=None, seed=0, on_step=None):
     check_sizes(agent, envs, envs.spec.id)
     attack = attack or (lambda obs: obs)
     torch.manual_seed(seed + EVAL_SEED_OFFSET)
-    low, high = envs.single_action_space.low, envs.single_action_space.high
     raw, _ = envs.reset(seed=seed + EVAL_SEED_OFFSET)
     returns, alive = np.zeros(envs.num_envs), np.ones(envs.num_envs, dtype=bool)
     while alive.any():
@@ -937,7 +946,7 @@ def run_episodes(agent, obs_norm, envs, attack=None, seed=0, on_step=None):
             on_step(envs)
         with torch.no_grad():
             action = agent.mu(attack(to_tensor(obs_norm(raw), next(agent.parameters()).device)))
-        raw, reward, term, trunc, _ = envs.step(np.clip(action.cpu().numpy(), low, high))
+        raw, reward, term, trunc, _ = envs.step(action.cpu().numpy())
         returns += reward * alive
         alive &= ~(term | trunc)
     return returns
@@ -953,11 +962,10 @@ def check_sizes(agent, envs, env_id):
 
 # --- robust sarsa: PGD on a learned Q of the agent --------------------------------------------
 
-# Victim steps of data (collected once), SARSA epochs per Q model, and each Q model's
-# (action_radius, smoothness). SA-PPO / ATLA sweep sarsa_eps in {0.02, 0.05, 0.1, 0.15, 0.2, 0.3}
-# x sarsa_reg in {0.1, 0.3, 1, 3, 10} and keep the lowest return, because one setting can leave Q
-# too rough or too flat to guide PGD; these six take every radius once and every weight at least
-# once, at a fifth of the grid's cost.
+# Victim steps of data (collected once), SARSA epochs per Q model, and each Q model's (action_radius,
+# smoothness). SA-PPO / ATLA sweep {0.02, 0.05, 0.1, 0.15, 0.2, 0.3} x {0.1, 0.3, 1, 3, 10} and keep
+# the lowest return (one setting can leave Q too rough or too flat to guide PGD); these six take
+# every radius once and every weight at least once, at a fifth of the cost.
 ROBUST_SARSA = {"data_steps": 100_000, "epochs": 20,
                 "models": [(0.02, 0.3), (0.05, 10.0), (0.1, 1.0), (0.15, 0.1), (0.2, 3.0), (0.3, 10.0)]}
 
@@ -975,8 +983,7 @@ def victim_transitions(victim, obs_norm, env_id, steps, seed=0):
         for _ in range(steps // envs.num_envs):
             obs = to_tensor(obs_norm(raw), device)
             action = victim.policy(obs).sample()
-            low, high = envs.single_action_space.low, envs.single_action_space.high
-            raw, reward, term, trunc, info = envs.step(np.clip(action.cpu().numpy(), low, high))
+            raw, reward, term, trunc, info = envs.step(action.cpu().numpy())
             next_raw = raw.copy()
             for i in np.flatnonzero(term | trunc):
                 next_raw[i] = info["final_obs"][i]
@@ -1056,8 +1063,7 @@ class VictimUnderAttack(gym.vector.VectorWrapper):
     def step(self, u):
         u = to_tensor(np.clip(u, -1.0, 1.0), self.device)
         action = self.victim.mu(self.perturb(to_tensor(self.o, self.device), u)).cpu().numpy()
-        space = self.env.single_action_space
-        raw, reward, term, trunc, info = self.env.step(np.clip(action, space.low, space.high))
+        raw, reward, term, trunc, info = self.env.step(action)
         self.o = self.obs_norm(raw)
         if "final_obs" in info:  # the attacker's final observations are normalized ones too
             info["final_obs"] = info["final_obs"].copy()
@@ -1073,14 +1079,11 @@ def sarl_perturbation(eps):
 
 def paad_perturbation(victim, eps, pgd_steps):
     """PA-AD (Sun et al. 2022): the director's action d is a direction in the victim's action
-    space; the actor realizes it, finding the o_hat in B_eps(o) that pushes the victim's mean
-    action along d and far: it maximizes cos(mu(o_hat) - mu(o), d) + |mu(o_hat) - mu(o)|_2, the
-    objective of PA-AD's MuJoCo code. The cosine alone is a weak actor: a tiny move exactly along
-    d already scores 1, so nothing pushes the action further. PA-AD's code takes one signed
-    gradient step of size eps from a small random start; here the same PGD as every other attack
-    realizes it, which reaches a higher value of this objective than one step (it keeps the move
-    along d as well as large). The director learns in the action's dimension instead of the
-    observation's (SA-RL), an easier problem on tasks like Ant."""
+    space; the actor finds the o_hat in B_eps(o) that pushes the victim's mean action along d and
+    far, maximizing cos(mu(o_hat) - mu(o), d) + |mu(o_hat) - mu(o)|_2 (PA-AD's MuJoCo objective; the
+    cosine alone is met by a tiny move along d). PA-AD takes one signed step; the same PGD as
+    every other attack reaches a higher value. The director learns in the action's dimension
+    instead of the observation's (SA-RL), an easier problem on tasks like Ant."""
     def perturb(obs, d):
         with torch.no_grad():
             mu_clean = victim.mu(obs)
@@ -1232,9 +1235,9 @@ def attack_suite(target, attacks=tuple(ATTACKS), episodes=50, table=None, on_res
         seconds = round(time.perf_counter() - began, 1)
         table[name] = {"mean": float(returns.mean()), "std": float(returns.std()),
                        "seconds": seconds, "settings": settings}
-        target.log(f"  {name:8s} {returns.mean():9.1f} +- {returns.std():7.1f}   ({seconds:.1f} s)")
-        if on_result:
+        if on_result:  # kept first: a Ctrl-C after the line below loses nothing
             on_result(table)
+        target.log(f"  {name:8s} {returns.mean():9.1f} +- {returns.std():7.1f}   ({seconds:.1f} s)")
     return table, worst_attack(table)
 
 
@@ -1263,6 +1266,23 @@ def terminated(signum, frame):
     raise Interrupted("terminated", status=143)
 
 
+def interrupt_status(e):
+    """130 or 143 for a Ctrl-C or SIGTERM, also one that arrived inside a lazy import of torch's
+    (which wraps it in a RuntimeError); any other error is raised again."""
+    signal_error = e if isinstance(e, KeyboardInterrupt) else e.__cause__
+    if not isinstance(signal_error, KeyboardInterrupt):
+        raise e
+    return getattr(signal_error, "status", 130)
+
+
+def integer(text):
+    """A whole number, also written 1e6 or 2_000_000 (argparse names the type in its errors)."""
+    value = float(text.replace("_", ""))
+    if not value.is_integer():
+        raise ValueError(text)
+    return int(value)
+
+
 # flag -> (default, type or choices, help). A training flag's default is its Config field's, or
 # None where the task and the method decide it (`task_config`).
 PER_TASK = "default per task and method, the published configs' (TASK_SETTINGS)"
@@ -1272,12 +1292,12 @@ FLAGS = {
              "arpo, the strongest adversary (PGD on the surrogate); barpo (default), the KL "
              "surrogate (SGLD on KL(pi(.|o) || pi(.|o_hat)))"),
     "kappa": (None, float, f"weight of SPO guidance, the clean surrogate added to the robust one "
-              f"(arpo default 0, barpo default {BARPO_KAPPA}, results/KAPPA.md); --kappa 0 is the "
+              f"(arpo default 0, barpo default {BARPO_KAPPA}, results/kappa); --kappa 0 is the "
               f"bare framework"),
-    "total_steps": (None, int, "environment steps of training, in whole iterations of 2048 "
-                    "(default the published budget: 976 iterations, 1,998,848 steps; Ant 4,882 "
-                    "iterations, 9,998,336 steps)"),
-    "seed": (Config.seed, int, f"seed of torch and the environments; evaluation episodes use "
+    "total_steps": (None, integer, "environment steps of training, in whole iterations of 2048, "
+                    "e.g. 1e6 (default the published budget: 976 iterations, 1,998,848 steps; Ant "
+                    "4,882 iterations, 9,998,336 steps)"),
+    "seed": (Config.seed, integer, f"seed of torch and the environments; evaluation episodes use "
              f"seed + {EVAL_SEED_OFFSET:,} on (default %(default)s)"),
     "eps": (None, float, "radius of the L-infinity ball on the normalized observation; default "
             "per task: " + ", ".join(f"{k} {v}" for k, v in TASK_EPS.items()) + "; required for "
@@ -1291,9 +1311,10 @@ FLAGS = {
                       "no clipping, as published)"),
     "eps_ramp": (Config.eps_ramp, float, "fraction of training over which eps ramps from 0 "
                  "(default %(default)s, as published)"),
-    "pgd_steps": (Config.pgd_steps, int, "steps of every lower-level solver, PGD and SGLD, in "
+    "pgd_steps": (Config.pgd_steps, integer, "steps of every lower-level solver, PGD and SGLD, in "
                   "training and of the PGD attacks in evaluation (default %(default)s)"),
-    "num_envs": (Config.num_envs, int, "parallel environments; must divide 2048 (default %(default)s)"),
+    "num_envs": (Config.num_envs, integer, "parallel environments; must divide 2048 (default "
+                 "%(default)s, results/actors)"),
     "vector_env": (Config.vector_env, ["sync", "async"], "sync (default): step the environments "
                    "one after the other; async: each in its own process, faster only with more "
                    "free cores than environments"),
@@ -1303,58 +1324,71 @@ FLAGS = {
     "compile": (Config.compile, ["auto", "on", "off"], "run the minibatch update through "
                 f"torch.compile (the fast path): auto (default) for runs of {COMPILE_MIN_STEPS:,} "
                 "steps or more, where it repays its compile time; off is the eager reference code"),
-    "checkpoint_every": (Config.checkpoint_every, int, "write the resumable checkpoint every N "
+    "checkpoint_every": (Config.checkpoint_every, integer, "write the resumable checkpoint every N "
                          "iterations (default %(default)s, about 51k steps); Ctrl-C and SIGTERM "
                          "also write it"),
-    "init": (None, str, "warm start from this checkpoint's weights and normalizer, e.g. an SPO agent"),
     "out": (None, str, "training: the run folder (default runs/<env>-<algo>-seed<seed>); --eval: "
-            "the folder for the evaluation record (default the checkpoint's folder)"),
-    "episodes": (None, int, "evaluation episodes per attack (default 50; with --resume, the run's)"),
+            "the folder for the evaluation record (default the checkpoint's folder, or for an "
+            "agent under results/ the same path under runs/)"),
+    "episodes": (None, integer, "evaluation episodes per attack (default 50; with --resume, the run's)"),
     "attacks": (None, str, "comma-separated evaluation attacks (default all: "
                 + ",".join(ATTACKS) + "; with --resume, the run's; see below)"),
-    "attacker_steps": (None, int, "PPO steps at least for each learned attacker (sarl, paad), "
+    "attacker_steps": (None, integer, "PPO steps at least for each learned attacker (sarl, paad), "
                        "which then trains on until its return plateaus, at most twice as long "
                        "(default 1,000,000; with --resume, the run's)"),
     "eval": (None, str, "only evaluate this checkpoint.pt; writes eval-<attacks>-eps<eps>-<n>ep.json "
-             "beside it (or into --out), never replacing a finished record: one cut short is completed"),
+             "(see --out), never replacing a finished record: one cut short is completed"),
     "resume": (None, str, "continue the interrupted run in this folder (or of this checkpoint.pt) "
                "with the settings it started with, then evaluate it"),
 }
 TRAINING = ("algo", "kappa", "total_steps", "seed", "lr_policy", "lr_value", "value_clip",
             "init_std", "entropy_coef", "max_grad_norm", "eps_ramp", "pgd_steps", "num_envs",
-            "vector_env", "compile", "checkpoint_every", "init")
+            "vector_env", "compile", "checkpoint_every")
 EVALUATION = {"attacks": ",".join(ATTACKS), "episodes": 50, "attacker_steps": 1_000_000}
+MOST_STEPS = 1_000_000_000
 # The numbers a flag can take: (usable, what to say otherwise).
 CHECKS = {
     "kappa": (lambda v: 0 <= v < math.inf, "must be a finite weight >= 0"),
-    "total_steps": (lambda v: v >= 2048, "is less than one iteration; give at least 2048"),
+    "total_steps": (lambda v: 2048 <= v <= MOST_STEPS, f"must be at least one iteration (2048) "
+                    f"and at most {MOST_STEPS:,}; the published budgets are 1,998,848 and 9,998,336"),
+    "seed": (lambda v: 0 <= v < 2 ** 32, "must be a whole number in [0, 2^32)"),
     "lr_policy": (lambda v: 0 < v < 1, "must be a learning rate in (0, 1), e.g. 3e-4"),
     "lr_value": (lambda v: 0 < v < 1, "must be a learning rate in (0, 1), e.g. 2.5e-4"),
     "init_std": (lambda v: 0 < v < math.inf, "must be a positive std, e.g. 1.0"),
     "entropy_coef": (lambda v: 0 <= v < math.inf, "must be a finite weight >= 0"),
     "max_grad_norm": (lambda v: v > 0, "must be a norm > 0 (inf: no clipping)"),
     "eps_ramp": (lambda v: 0 < v <= 1, "must be a fraction in (0, 1]"),
-    "pgd_steps": (lambda v: v >= 1, "must be at least 1"),
+    "pgd_steps": (lambda v: 1 <= v <= 1000, "must be in [1, 1000]"),
     "num_envs": (lambda v: v >= 1 and 2048 % v == 0, "must divide 2048 (e.g. 1, 4, 8, 16)"),
     "checkpoint_every": (lambda v: v >= 1, "must be at least 1"),
     "eps": (lambda v: 0 <= v < math.inf, "must be a finite number >= 0"),
-    "episodes": (lambda v: v >= 1, "must be at least 1"),
-    "attacker_steps": (lambda v: v >= 2048, "is less than one iteration; give at least 2048"),
+    "episodes": (lambda v: 1 <= v <= 10_000, "must be in [1, 10,000]"),
+    "attacker_steps": (lambda v: 2048 <= v <= MOST_STEPS, f"must be at least one iteration (2048) "
+                       f"and at most {MOST_STEPS:,}"),
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, whose errors become one line (a UsageError) instead of the usage block."""
+
+    def error(self, message):
+        message = message.replace("integer value", "whole number").replace("float value", "number")
+        raise UsageError(f"{message}; "
+                         f"python barpo.py --help lists every flag and its values")
+
+
 def parse_args(argv):
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="barpo.py", description="Train SPO, ARPO or BARPO on a gymnasium task with continuous "
         "observations and actions, then evaluate it under observation attacks. With --resume, "
         "continue an interrupted run; with --eval, only evaluate a saved agent.",
         epilog="attacks: " + "; ".join(f"{k}: {v[0]}" for k, v in ATTACKS.items()) +
                ". The robust return is the lowest return over the attacks run.")
-    metavars = {"eval": "CHECKPOINT", "init": "CHECKPOINT", "resume": "RUN_DIR", "out": "DIR",
+    metavars = {"eval": "CHECKPOINT", "resume": "RUN_DIR", "out": "DIR",
                 "eps_ramp": "FRACTION", "checkpoint_every": "N", "attacks": "LIST"}
     for name, (default, kind, text) in FLAGS.items():
         typed = ({"choices": kind} if isinstance(kind, list) else
-                 {"type": kind, "metavar": metavars.get(name)})
+                 {"type": kind, "metavar": metavars.get(name, name.upper())})
         p.add_argument("--" + name.replace("_", "-"), default=default, help=text, **typed)
     args = p.parse_args(argv)
     args.given = {name for name in TRAINING if getattr(args, name) != FLAGS[name][0]}
@@ -1379,7 +1413,7 @@ def config_from_args(args):
     if eps is None:
         raise UsageError(f"{env_id} has no default attack radius; give one with --eps (e.g. --eps 0.1)")
     given = {name: getattr(args, name) for name in TRAINING
-             if name not in ("algo", "init") and getattr(args, name) is not None}
+             if name != "algo" and getattr(args, name) is not None}
     if "value_clip" in given:
         given["value_clip"] = given["value_clip"] == "on"
     return task_config(env_id, args.algo, eps=eps, device=args.device,
@@ -1401,6 +1435,9 @@ def parse_attacks(text):
     if unknown or not names:
         raise UsageError(f"unknown attack(s) {unknown or text!r} in --attacks; choose from "
                          f"{','.join(ATTACKS)}")
+    twice = sorted({a for a in names if names.count(a) > 1})
+    if twice:
+        raise UsageError(f"--attacks names {', '.join(twice)} more than once; name each attack once")
     return names
 
 
@@ -1419,10 +1456,21 @@ def checkpoint_for(flag, path, env_id=None, device="cpu"):
                          + (f" of {env_id}, or drop --env" if env_id else ""))
 
 
+def writable_folder(path, flag):
+    """path made (with its parents) if it is not there; a UsageError if it cannot be written."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path} is a file, not a folder; give a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".barpo-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: cannot write there ({e.strerror}); give a folder you can write")
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    # The literature's tasks are the v4 ones; gymnasium suggests v5 at every start.
-    warnings.filterwarnings("ignore", message=".*is out of date", category=DeprecationWarning)
     torch.set_num_threads(1)
     if args.eval and args.resume:
         raise UsageError("give --eval (evaluate a checkpoint) or --resume (continue a run), not both")
@@ -1445,16 +1493,26 @@ def train_command(args):
         raise UsageError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
                          f"or give another --out")
     torch.manual_seed(cfg.seed)
+    made = not run_dir.exists()
+    writable_folder(run_dir, "--out")
     envs = make_envs(cfg.env, cfg.num_envs, cfg.vector_env)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     agent, obs_norm = Agent(obs_dim, act_dim, cfg.init_std).to(device), ObsNormalizer(obs_dim)
-    if args.init:
-        agent, obs_norm, _ = checkpoint_for("--init", args.init, cfg.env, device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_training(cfg, envs, agent, obs_norm, run_dir)
+    try:
+        return run_training(cfg, envs, agent, obs_norm, run_dir)
+    finally:  # a run that kept nothing leaves no folder behind
+        if made and not (run_dir / "checkpoint.pt").exists():
+            (run_dir / "metrics.csv").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
 
 
 def resume_command(args):
+    ignored = [f"--{name}" for name in ("env", "eps", "out") if getattr(args, name) is not None]
+    if ignored:
+        raise UsageError(f"{', '.join(ignored)} cannot change a run that --resume continues as it "
+                         f"started; drop {'it' if len(ignored) == 1 else 'them'} (to evaluate it "
+                         f"otherwise, use --eval)")
     given = Path(args.resume)
     run_dir = given.parent if given.is_file() else given
     device = pick_device(args.device)
@@ -1463,6 +1521,19 @@ def resume_command(args):
         raise UsageError(f"{run_dir / 'checkpoint.pt'} was written by an older barpo.py (the "
                          f"earlier formulation of BARPO), whose training this one cannot go on "
                          f"with; evaluate it with --eval instead")
+    record, done = run_dir / "eval.json", state["training"]["iteration"]
+    evaluated = record.exists() and not read_record(record)["partial"]
+    asked = [f"--{k.replace('_', '-')}" for k in EVALUATION if getattr(args, k) is not None]
+    if evaluated and asked:
+        raise UsageError(f"{run_dir} is trained and evaluated, so {', '.join(asked)} cannot apply; "
+                         f"evaluate it again with python barpo.py --eval {run_dir / 'checkpoint.pt'} "
+                         f"{' '.join(asked)} ...")
+    metrics = run_dir / "metrics.csv"
+    rows = len(metrics.read_text().splitlines()) - 1 if metrics.exists() else -1
+    if rows < done:
+        what = "is missing" if rows < 0 else f"holds {rows:,} iterations"
+        raise UsageError(f"{metrics} {what}, but the checkpoint is at iteration {done:,}: the run's "
+                         f"history is lost; restore the file, or train again with another --out")
     cfg = Config(**state["config"])
     cfg.evaluation = evaluation_settings(args, cfg.evaluation)
     envs = make_envs(cfg.env, cfg.num_envs, cfg.vector_env)
@@ -1491,52 +1562,58 @@ class StopAtIterationEnd:
             signal.signal(signum, handler)
 
 
+def plural(n, word):
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
 def run_training(cfg, envs, agent, obs_norm, run_dir, resume=None):
     """Train (or go on training) into run_dir, then evaluate into run_dir/eval.json."""
     trained, finished = cfg.iterations * cfg.steps_per_iteration, resume["iteration"] if resume else 0
-    print(f"{cfg.algo.upper()} (kappa {cfg.kappa:g}) on {cfg.env}: {trained:,} steps ({cfg.iterations} iterations of "
-          f"{cfg.steps_per_iteration}), eps {cfg.eps}, device {next(agent.parameters()).device}, "
-          f"compile {'on' if wants_compile(cfg) else 'off'}, run folder {run_dir}"
-          + (f"; resuming after iteration {finished}" if resume else ""))
+    print(f"{cfg.algo.upper()} (kappa {cfg.kappa:g}) on {cfg.env}: {trained:,} steps "
+          f"({plural(cfg.iterations, 'iteration')} of {cfg.steps_per_iteration}), eps {cfg.eps}, "
+          f"device {next(agent.parameters()).device}, compile {'on' if wants_compile(cfg) else 'off'}, "
+          f"run folder {run_dir}" + (f"; resuming after iteration {finished:,}" if resume else ""))
+    go_on = f"continue with: python barpo.py --resume {run_dir}"
     stopping = StopAtIterationEnd()
     try:
         with stopping, contextlib.closing(envs):
             if finished < cfg.iterations:
                 rows = train(cfg, envs, agent, obs_norm, run_dir=run_dir, resume=resume,
                              stop=lambda rows: stopping.received is not None)
-    except KeyboardInterrupt as e:  # a second signal: stopped at once
-        stopping.received = signal.SIGTERM if getattr(e, "status", 130) == 143 else signal.SIGINT
-    if stopping.received is None and finished < cfg.iterations:
-        print(f"trained {trained:,} steps in {rows[-1]['wall_time_s']:.0f} s; evaluating")
+    except (KeyboardInterrupt, RuntimeError) as e:  # a second signal: stopped at once
+        stopping.received = signal.SIGTERM if interrupt_status(e) == 143 else signal.SIGINT
     if stopping.received is not None:
         status = 143 if stopping.received == signal.SIGTERM else 130
         checkpoint = run_dir / "checkpoint.pt"
         if not checkpoint.exists():
             raise Interrupted("interrupted before the first checkpoint; nothing to keep", status)
         saved = load_checkpoint(checkpoint)[2]["training"]["iteration"]
-        raise Interrupted(f"interrupted: {checkpoint} holds iteration {saved} of {cfg.iterations}; "
-                          f"continue with: python barpo.py --resume {run_dir}", status)
+        raise Interrupted(f"interrupted: {checkpoint} holds iteration {saved:,} of "
+                          f"{cfg.iterations:,}; {go_on}", status)
+    if finished < cfg.iterations:
+        print(f"trained {trained:,} steps in {rows[-1]['wall_time_s']:.0f} s; evaluating")
     record = run_dir / "eval.json"
     if record.exists() and not read_record(record)["partial"]:
         print(f"{run_dir} is trained and evaluated ({record}); nothing left to do")
         return read_record(record)
     return run_evaluation(agent, obs_norm, record_header(dataclasses.asdict(cfg), trained, cfg.eps),
-                          cfg.evaluation, record)
+                          cfg.evaluation, record, go_on)
 
 
 def evaluate_command(args):
     agent, obs_norm, state = checkpoint_for("--eval", args.eval, args.env, pick_device(args.device))
     eps = state["config"]["eps"] if args.eps is None else args.eps
     evaluation = evaluation_settings(args)
-    out_dir = Path(args.out or Path(args.eval).parent)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    attacks = parse_attacks(evaluation["attacks"])
-    record = out_dir / eval_record_name(attacks, eps, evaluation["episodes"])
+    folder, shipped = Path(args.eval).resolve().parent, Path(__file__).resolve().parent / "results"
+    out_dir = Path(args.out or (Path("runs") / folder.relative_to(shipped)
+                                if folder.is_relative_to(shipped) else folder))
+    writable_folder(out_dir, "--out")
+    record = out_dir / eval_record_name(parse_attacks(evaluation["attacks"]), eps, evaluation["episodes"])
     if record.exists() and not read_record(record)["partial"]:
         raise UsageError(f"{record} already holds this evaluation; to make it again, give another "
                          f"--out folder (it is never replaced)")
     return run_evaluation(agent, obs_norm, record_header(state["config"], state["env_steps"], eps),
-                          evaluation, record)
+                          evaluation, record, "the same command goes on")
 
 
 LOWER_LEVEL = {"spo": "none", "arpo": "PGD minimizing the surrogate", "barpo": "SGLD maximizing the KL"}
@@ -1566,9 +1643,9 @@ def read_record(path):
     return record
 
 
-def run_evaluation(agent, obs_norm, header, evaluation, record):
+def run_evaluation(agent, obs_norm, header, evaluation, record, go_on):
     """attack_suite with the command line's settings into `record`: written after every attack
-    (marked partial until the last), and continued where one cut short stopped."""
+    (marked partial until the last), and continued where one cut short stopped; go_on says how."""
     attacks = parse_attacks(evaluation["attacks"])
     result = {**header, "episodes": evaluation["episodes"], "command": "python " + shlex.join(sys.argv),
               "made": made_on(), "partial": True, "returns": {}, "worst": None}
@@ -1587,13 +1664,12 @@ def run_evaluation(agent, obs_norm, header, evaluation, record):
                     evaluation["attacker_steps"], str(record.with_suffix("")))
     try:
         keep(attack_suite(target, attacks, evaluation["episodes"], result["returns"], keep)[0])
-    except KeyboardInterrupt as e:
+    except (KeyboardInterrupt, RuntimeError) as e:
         finished = ", ".join(result["returns"]) or "none"
         raise Interrupted(f"interrupted: the attacks finished ({finished}) are kept in {record}, "
-                          f"marked partial; the same command goes on",
-                          getattr(e, "status", 130))
+                          f"marked partial; {go_on}", interrupt_status(e))
     print(f"\n{result['env']}  {result['algo']}  seed {result['seed']}  eps {result['eps']}"
-          f"  ({result['episodes']} episodes, deterministic actions)")
+          f"  ({plural(result['episodes'], 'episode')}, deterministic actions)")
     print(f"{'attack':10s} {'mean':>10s} {'std':>9s}")
     for name, r in result["returns"].items():
         mark = "  <- worst attack: the robust return" if name == result["worst"] else ""
@@ -1611,6 +1687,7 @@ def made_on():
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # from here on, KeyboardInterrupt
     signal.signal(signal.SIGTERM, terminated)  # outside training: stop as Ctrl-C does, status 143
     try:
         main()
@@ -1618,5 +1695,5 @@ if __name__ == "__main__":
         print(f"barpo.py: error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as e:
-        print(f"\n{e or 'interrupted'}", file=sys.stderr)
+        print(f"\n{str(e) or 'interrupted'}", file=sys.stderr)
         sys.exit(getattr(e, "status", 130))

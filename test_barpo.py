@@ -99,7 +99,7 @@ def test_both_solvers_stay_in_the_ball_and_are_the_identity_at_eps_zero():
     agent, mb = reactive_problem()
     solve = {"pgd": lambda eps: barpo.pgd_attack(
                  mb.obs, barpo.strongest_adversary(agent, mb, mb.advantages, 0.2), eps, 10),
-             "sgld": lambda eps: barpo.sgld_attack(mb.obs, barpo.kl_adversary(agent, mb), eps, 10)}
+             "sgld": lambda eps: barpo.sgld_attack(mb.obs, barpo.kl_adversary(agent, mb.obs), eps, 10)}
     for name, solver in solve.items():
         for eps in (0.3, torch.tensor(0.3), 2.0):
             o_hat = solver(eps)
@@ -120,7 +120,7 @@ def test_sgld_finds_a_higher_kl_than_random_points_and_than_the_strongest_advers
         actions = dist.sample()
         mb = barpo.Batch(obs, actions, dist.log_prob(actions).sum(-1), torch.randn(256),
                          torch.zeros(256), torch.zeros(256))
-    kl = barpo.kl_adversary(agent, mb)
+    kl = barpo.kl_adversary(agent, mb.obs)
     sgld = barpo.sgld_attack(obs, kl, eps, 10)
     pgd = barpo.pgd_attack(obs, barpo.strongest_adversary(agent, mb, mb.advantages, 0.2), eps, 10)
     with torch.no_grad():
@@ -300,12 +300,12 @@ def test_compile_is_used_only_where_it_repays():
     assert not barpo.wants_compile(barpo.Config(total_steps=2_000_000, compile="off"))
 
 
-def train_weights(**overrides):
+def train_weights(log=lambda s: None, **overrides):
     cfg = barpo.Config(**{"env": "Hopper-v4", "total_steps": 4096, "eps": 0.075, **overrides})
     torch.manual_seed(cfg.seed)
     envs = barpo.make_envs(cfg.env, cfg.num_envs, cfg.vector_env)
     agent, norm = barpo.Agent(11, 3), barpo.ObsNormalizer(11)
-    rows = barpo.train(cfg, envs, agent, norm, log=lambda s: None)
+    rows = barpo.train(cfg, envs, agent, norm, log=log)
     envs.close()
     return agent.state_dict(), norm, rows
 
@@ -600,6 +600,24 @@ def test_ctrl_c_in_evaluation_keeps_the_finished_attacks_marked_partial(pendulum
     assert kept["worst"] is None   # it names no attack it never measured
 
 
+def test_ctrl_c_in_a_training_runs_evaluation_points_to_resume(tmp_path):
+    args = ("--env", "InvertedPendulum-v4", "--algo", "spo", "--eps", "0.3", "--total-steps", "4096",
+            "--attacks", "none,sarl", "--episodes", "2", "--attacker-steps", "4096")
+    proc = start_cli(*args, "--out", str(tmp_path))
+    try:
+        wait_for((tmp_path / "eval.json").exists, proc)
+        time.sleep(1.0)   # the attacker is training
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and len(err.strip().splitlines()) == 1, err
+    assert f"continue with: python barpo.py --resume {tmp_path}" in err
+    resumed = run_cli("--resume", str(tmp_path))
+    assert resumed.returncode == 0, resumed.stderr
+    assert list(json.loads((tmp_path / "eval.json").read_text())["returns"]) == ["none", "sarl"]
+
+
 def test_the_same_command_completes_an_evaluation_cut_short(pendulum_run, tmp_path):
     out, _ = pendulum_run
     args = ("--eval", str(out / "checkpoint.pt"), "--attacks", "none,random,mad", "--eps", "0.3",
@@ -684,8 +702,15 @@ BAD_INPUTS = {
     "kappa for spo": (["--algo", "spo", "--kappa", "0.5"], "SPO has no adversary"),
     "zero learning rate": (["--lr-policy", "0"], "must be a learning rate"),
     "zero init std": (["--init-std", "0"], "must be a positive std"),
-    "too few steps": (["--total-steps", "1000"], "less than one iteration"),
+    "too few steps": (["--total-steps", "1000"], "must be at least one iteration (2048)"),
+    "too many steps": (["--total-steps", "10000000000000"], "at most 1,000,000,000"),
+    "steps not a number": (["--total-steps", "abc"], "--total-steps: invalid whole number: 'abc'"),
+    "steps not whole": (["--total-steps", "2048.5"], "invalid whole number: '2048.5'"),
+    "eps not a number": (["--eps", "abc"], "--eps: invalid number: 'abc'"),
+    "unknown vector env": (["--vector-env", "foo"], "invalid choice: 'foo'"),
+    "negative seed": (["--seed", "-1"], "--seed -1 must be a whole number in [0, 2^32)"),
     "unknown attack": (["--attacks", "none,fgsm"], "unknown attack"),
+    "attack twice": (["--attacks", "none,none"], "names none more than once"),
     "envs not dividing": (["--num-envs", "3"], "--num-envs 3"),
 }
 
@@ -695,6 +720,116 @@ def test_bad_input_is_refused_in_its_own_words(case):
     args, expected = BAD_INPUTS[case]
     with pytest.raises(barpo.UsageError, match=re.escape(expected)):
         barpo.config_from_args(barpo.parse_args(args))
+
+
+def test_budgets_may_be_written_as_1e6():
+    assert barpo.parse_args(["--total-steps", "1e6"]).total_steps == 1_000_000
+    assert barpo.parse_args(["--total-steps", "2_000_000", "--seed", "3"]).total_steps == 2_000_000
+
+
+def one_line_refusal(proc, expected):
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert expected in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--out", "README.md"], "--out README.md is a file, not a folder"),
+    (["--out", "/proc/barpo-run"], "--out /proc/barpo-run: cannot write there"),
+    (["--seed", "-1", "--out", "runs/never-made"], "--seed -1 must be a whole number"),
+    (["--eps", "abc"], "--eps: invalid number: 'abc'; python barpo.py --help"),
+], ids=["out is a file", "out unwritable", "negative seed", "eps not a number"])
+def test_bad_training_input_leaves_nothing_behind(args, expected):
+    before = sorted(p.name for p in (HERE / "runs").glob("*")) if (HERE / "runs").exists() else []
+    one_line_refusal(run_cli(*args, "--total-steps", "2048"), expected)
+    after = sorted(p.name for p in (HERE / "runs").glob("*")) if (HERE / "runs").exists() else []
+    assert after == before
+
+
+def test_bad_eval_output_is_refused_in_one_line(pendulum_run, tmp_path):
+    out, _ = pendulum_run
+    (tmp_path / "file").write_text("mine")
+    for folder, expected in ((tmp_path / "file", "is a file, not a folder"),
+                             ("/proc/barpo-eval", "cannot write there")):
+        one_line_refusal(run_cli("--eval", str(out / "checkpoint.pt"), "--attacks", "none",
+                                 "--out", str(folder)), expected)
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+@pytest.fixture()
+def finished_run(pendulum_run, tmp_path):
+    """A copy of the pendulum run (trained and evaluated), to damage."""
+    out, _ = pendulum_run
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for f in out.iterdir():
+        if f.is_file():
+            (copy / f.name).write_bytes(f.read_bytes())
+    return copy
+
+
+def test_resume_refuses_what_it_cannot_apply(finished_run):
+    for args, expected in (
+            (["--eps", "0.1"], "--eps cannot change a run that --resume continues"),
+            (["--env", "Hopper-v4", "--out", "x"], "--env, --out cannot change a run"),
+            (["--attacks", "none,mad"], f"is trained and evaluated, so --attacks cannot apply; "
+                                        f"evaluate it again with python barpo.py --eval")):
+        one_line_refusal(run_cli("--resume", str(finished_run), *args), expected)
+    rows = (finished_run / "metrics.csv").read_text().splitlines()
+    (finished_run / "metrics.csv").write_text("\n".join(rows[:5]) + "\n")
+    one_line_refusal(run_cli("--resume", str(finished_run)),
+                     "holds 4 iterations, but the checkpoint is at iteration 20")
+    (finished_run / "metrics.csv").unlink()
+    one_line_refusal(run_cli("--resume", str(finished_run)), "metrics.csv is missing")
+    assert (finished_run / "checkpoint.pt").exists() and (finished_run / "eval.json").exists()
+
+
+def test_ctrl_c_during_the_imports_says_one_word():
+    proc = start_cli("--help")
+    time.sleep(0.3)   # torch is still importing
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the imports finished before the signal; nothing to check on this machine")
+    assert proc.returncode == 130 and err.strip() == "interrupted", err
+
+
+def test_a_finished_attack_is_kept_before_it_is_reported(pendulum_run):
+    out, _ = pendulum_run
+    agent, norm, _ = barpo.load_checkpoint(out / "checkpoint.pt")
+    kept = []
+
+    def interrupted(line):
+        raise KeyboardInterrupt
+    target = barpo.Target(agent, norm, "InvertedPendulum-v4", 0.3, log=interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        barpo.attack_suite(target, ["none"], 2, on_result=lambda table: kept.append(dict(table)))
+    assert list(kept[0]) == ["none"]
+
+
+def test_the_library_is_quiet_and_says_when_it_compiles(monkeypatch):
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        barpo.make_envs("Hopper-v4", 1).close()
+    assert not [w for w in seen if "out of date" in str(w.message)]
+    said = []
+    monkeypatch.setattr(barpo, "compiled_minibatch_update", lambda device, log: barpo.minibatch_update)
+    train_weights(algo="spo", total_steps=2048, compile="on", log=said.append)
+    assert said[0].startswith("compiling the minibatch update")
+
+
+def test_an_evaluation_of_a_shipped_agent_goes_to_runs(tmp_path):
+    run = "results/full/Hopper-v4/spo/seed0"
+    proc = run_cli("--eval", f"{run}/checkpoint.pt", "--attacks", "none", "--episodes", "1")
+    record = HERE / "runs" / "full/Hopper-v4/spo/seed0" / "eval-none-eps0.075-1ep.json"
+    try:
+        assert proc.returncode == 0, proc.stderr
+        assert record.exists() and f"wrote runs/full/Hopper-v4/spo/seed0/{record.name}" in proc.stdout
+        assert "(1 episode, deterministic actions)" in proc.stdout
+        assert not (HERE / run / record.name).exists()
+    finally:
+        record.unlink(missing_ok=True)
 
 
 def test_bad_input_fails_with_one_line_and_status_2(tmp_path):
@@ -720,7 +855,7 @@ def bad_checkpoints(pendulum_run, tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", ["broken", "truncated", "readme", "missing", "other task",
-                                  "wrong size", "init other task", "training flag with eval"])
+                                  "wrong size", "training flag with eval"])
 def test_bad_checkpoint_is_refused_in_one_line(case, bad_checkpoints):
     good, folder = bad_checkpoints
     args, expected = {
@@ -730,7 +865,6 @@ def test_bad_checkpoint_is_refused_in_one_line(case, bad_checkpoints):
         "missing": (["--eval", "/nonexistent/checkpoint.pt"], "/nonexistent/checkpoint.pt does not exist"),
         "other task": (["--eval", str(good), "--env", "Hopper-v4"], "is an agent for InvertedPendulum-v4"),
         "wrong size": (["--eval", str(folder / "wrong_size.pt")], "observation/action size"),
-        "init other task": (["--init", str(good), "--env", "Hopper-v4"], "is an agent for InvertedPendulum-v4"),
         "training flag with eval": (["--eval", str(good), "--algo", "arpo"], "--algo set training"),
     }[case]
     with pytest.raises(barpo.UsageError, match=re.escape(expected)) as error:
@@ -813,17 +947,22 @@ def test_summarize_regenerates_the_committed_tables_and_figure(tmp_path):
     assert summarize.readme_table(runs) in (HERE / "README.md").read_text()
 
 
-def test_every_shipped_run_has_a_generated_command():
+def test_every_earlier_run_has_a_generated_command():
+    """The earlier formulation's runs, each with the command of the barpo.py that made them."""
     sys.path.insert(0, str(HERE / "results"))
     import summarize
     lines = summarize.commands()
-    assert len(lines) == len(SHIPPED) and len(set(lines)) == len(lines)
-    for run in SHIPPED:
-        config = torch.load(HERE / run / "checkpoint.pt", weights_only=True)["config"]
+    earlier = [run for run in SHIPPED if run.parts[1] in summarize.EARLIER]
+    assert len(lines) == len(earlier) and len(set(lines)) == len(lines)
+    for run in earlier:
+        state = torch.load(HERE / run / "checkpoint.pt", weights_only=True)
+        config = state["config"]
         line = next(line for line in lines if line.endswith(f"--out {run}"))
-        args = barpo.parse_args(line.split()[2:])
-        assert (args.env, args.algo, args.seed) == (config["env"], config["algo"], config["seed"])
-        assert args.total_steps // 2048 * 2048 == torch.load(HERE / run / "checkpoint.pt", weights_only=True)["env_steps"]
+        assert line.startswith("python barpo_earlier.py ")
+        flags = dict(re.findall(r"--([a-z-]+) (\S+)", line))
+        assert (flags["env"], flags["algo"], int(flags["seed"])) == (config["env"], config["algo"], config["seed"])
+        steps = int(flags.get("total-steps", 1_998_848))
+        assert steps // 2048 * 2048 == state["env_steps"]
 
 
 # --- the notebook ----------------------------------------------------------------------------
@@ -888,9 +1027,9 @@ def notebook_exercises():
 MISTAKES = {
     "my_gaussian_kl": "def my_gaussian_kl(mu_p, mu_q, log_std):\n"
                       "    return ((mu_p - mu_q) ** 2 / (2 * torch.exp(log_std))).sum(-1)\n",
-    "my_kl_adversary": "def my_kl_adversary(agent, mb):\n"
+    "my_kl_adversary": "def my_kl_adversary(agent, obs):\n"
                        "    def objective(o_hat):\n"
-                       "        return ((agent.mu(mb.obs) - agent.mu(o_hat)) ** 2 / (2 * agent.log_std.exp())).sum(-1)\n"
+                       "        return ((agent.mu(obs) - agent.mu(o_hat)) ** 2 / (2 * agent.log_std.exp())).sum(-1)\n"
                        "    return objective\n",
     "my_eps_ramp": "def my_eps_ramp(progress, ramp):\n    return progress / ramp\n",
 }

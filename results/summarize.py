@@ -1,7 +1,12 @@
-"""The tables and the figure of the shipped results, made from the run folders alone.
+"""The tables and the figure of the earlier formulation's runs, made from the run folders alone.
 
-    python results/summarize.py             # writes TABLES.md and overview.png here, prints the README's table
-    python results/summarize.py commands    # the command of every run, one per line: the sweep
+    python results/summarize.py             # writes TABLES.md and overview.png here, prints their table
+    python results/summarize.py commands    # the command of every such run, one per line: the sweep
+
+These agents were trained by barpo.py as of commit c9caa60, whose BARPO was this project's earlier
+formulation (an adversary minimizing kappa l + (1 - kappa) KL by PGD, not the paper's), with
+Hopper's settings on every task. Their commands run with that file:
+`git show c9caa60:barpo.py > barpo_earlier.py`.
 
 Layout: results/<budget>/<task>/<variant>/seed<k>/, budget `short` (500k steps) or `full` (the
 published budget, 1,998,848 steps), variant `spo`, `arpo` or `barpo-<schedule>` (kappa0.02,
@@ -24,6 +29,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+EARLIER = ("full", "short")   # the earlier formulation's runs: the published budget and 500k steps
 TASKS = ("Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4")
 METHODS = ("spo", "arpo", "barpo-kappa0.02")       # the three methods; barpo-kappa0.02 is the default
 SUITE = ("random", "critic", "mad", "rs", "sarl", "paad")
@@ -58,7 +64,7 @@ def load_runs(root=ROOT):
     (attack -> seconds, re-evaluated runs), final_kl (mean realized attack KL of the last 10% of
     iterations) and folder."""
     runs = []
-    for path in sorted(Path(root).glob("*/*/*/seed*/eval.json")):
+    for path in sorted(p for budget in EARLIER for p in Path(root).glob(f"{budget}/*/*/seed*/eval.json")):
         budget, task, variant, _ = path.parent.relative_to(root).parts
         older = read_record(path)
         newest, replaced = newest_returns(path.parent)
@@ -222,14 +228,14 @@ def figure(runs, path):
 
 
 def commands(root=ROOT):
-    """One line per shipped run: the command that trains it into its folder and then evaluates
-    it with today's attack suite (into eval.json)."""
+    """One line per run of the earlier formulation: the command that trains it into its folder
+    with barpo_earlier.py (see above) and then evaluates it with that file's attack suite."""
     lines = []
-    for folder in sorted(Path(root).glob("*/*/*/seed*")):
+    for folder in sorted(f for budget in EARLIER for f in Path(root).glob(f"{budget}/*/*/seed*")):
         budget, task, variant, seed = folder.relative_to(root).parts
         flags = {"spo": "--algo spo", "arpo": "--algo arpo"}.get(variant) or barpo_flags(variant)
         steps = " --total-steps 500000" if budget == "short" else ""
-        lines.append(f"python barpo.py --env {task} {flags}{steps} --seed {seed[4:]} "
+        lines.append(f"python barpo_earlier.py --env {task} {flags}{steps} --seed {seed[4:]} "
                      f"--out {folder.relative_to(root.parent)}")
     return lines
 
