@@ -293,7 +293,7 @@ def gaussian_kl(mu_p, mu_q, log_std):
 
 # ==== 5. The lower level: the adversary nu(theta) of each method ============================
 #
-# The paper's framework: max_theta V^{pi_theta o nu(theta)} subject to nu(theta) = argmax_nu G(pi_theta, nu),
+# The paper's framework: max_theta V^{pi_theta o nu(theta)} s.t. nu(theta) = argmax_nu G(pi_theta, nu),
 # pi o nu acting on the o_hat = nu(o) in B_eps(o) the adversary shows it. The method is the choice
 # of G: none (nu the identity) is SPO; G = -V^{pi o nu}, the strongest adversary, is ARPO (PPO
 # estimates V by the surrogate, so its adversary minimizes the surrogate at o_hat); the KL
@@ -826,7 +826,7 @@ def functional_minibatch_update(loss_module, optimizer, lrs, mb, eps, cfg):
         grads, stats = torch.func.grad(lambda ps: torch.func.functional_call(
             loss_module, dict(zip(loss_module.names, ps)), (mb, eps, cfg)), has_aux=True)(params)
         if cfg.max_grad_norm < math.inf:
-            total_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+            total_norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
             scale = (cfg.max_grad_norm / (total_norm + 1e-6)).clamp(max=1.0)  # as clip_grad_norm_
             grads = [g * scale for g in grads]
         first = 0
@@ -1288,58 +1288,45 @@ def integer(text):
 PER_TASK = "default per task and method, the published configs' (TASK_SETTINGS)"
 FLAGS = {
     "env": (None, str, "gymnasium task id (default Hopper-v4; with --eval, the checkpoint's task)"),
-    "algo": (Config.algo, ["spo", "arpo", "barpo"], "the lower level: spo, none (standard PPO); "
-             "arpo, the strongest adversary (PGD on the surrogate); barpo (default), the KL "
-             "surrogate (SGLD on KL(pi(.|o) || pi(.|o_hat)))"),
-    "kappa": (None, float, f"weight of SPO guidance, the clean surrogate added to the robust one "
-              f"(arpo default 0, barpo default {BARPO_KAPPA}, results/kappa); --kappa 0 is the "
-              f"bare framework"),
-    "total_steps": (None, integer, "environment steps of training, in whole iterations of 2048, "
-                    "e.g. 1e6 (default the published budget: 976 iterations, 1,998,848 steps; Ant "
-                    "4,882 iterations, 9,998,336 steps)"),
+    "algo": (Config.algo, ["spo", "arpo", "barpo"], "the lower level: spo none (PPO); arpo the "
+             "strongest adversary (PGD on the surrogate); barpo (default) SGLD on the KL"),
+    "kappa": (None, float, f"weight of SPO guidance (default arpo 0, barpo {BARPO_KAPPA}); 0: none"),
+    "total_steps": (None, integer, "training steps, in whole iterations of 2048, e.g. 1e6 (default "
+                    "the published budget: 1,998,848; Ant 9,998,336)"),
     "seed": (Config.seed, integer, f"seed of torch and the environments; evaluation episodes use "
              f"seed + {EVAL_SEED_OFFSET:,} on (default %(default)s)"),
-    "eps": (None, float, "radius of the L-infinity ball on the normalized observation; default "
-            "per task: " + ", ".join(f"{k} {v}" for k, v in TASK_EPS.items()) + "; required for "
-            "other tasks; with --eval, default the checkpoint's"),
+    "eps": (None, float, "radius of the L-infinity ball on the normalized observation (default "
+            + ", ".join(f"{k} {v}" for k, v in TASK_EPS.items()) + "; with --eval the checkpoint's)"),
     "lr_policy": (None, float, f"Adam's learning rate of the policy, annealed to 0; {PER_TASK}"),
     "lr_value": (None, float, f"Adam's learning rate of the critic, annealed to 0; {PER_TASK}"),
     "value_clip": (None, ["on", "off"], f"PPO's value clipping; {PER_TASK}"),
     "init_std": (None, float, f"initial std of the Gaussian policy; {PER_TASK}"),
     "entropy_coef": (None, float, f"weight of the policy's entropy in the objective; {PER_TASK}"),
-    "max_grad_norm": (Config.max_grad_norm, float, "clip the gradient to this norm (default inf: "
-                      "no clipping, as published)"),
-    "eps_ramp": (Config.eps_ramp, float, "fraction of training over which eps ramps from 0 "
-                 "(default %(default)s, as published)"),
-    "pgd_steps": (Config.pgd_steps, integer, "steps of every lower-level solver, PGD and SGLD, in "
-                  "training and of the PGD attacks in evaluation (default %(default)s)"),
-    "num_envs": (Config.num_envs, integer, "parallel environments; must divide 2048 (default "
-                 "%(default)s, results/actors)"),
-    "vector_env": (Config.vector_env, ["sync", "async"], "sync (default): step the environments "
-                   "one after the other; async: each in its own process, faster only with more "
-                   "free cores than environments"),
-    "device": (Config.device, ["auto", "cpu", "cuda"], "where the networks live; auto (default) "
-               "is the CPU: with networks this small a GPU trains slower than its machine's CPU "
-               "(README, Speed)"),
-    "compile": (Config.compile, ["auto", "on", "off"], "run the minibatch update through "
-                f"torch.compile (the fast path): auto (default) for runs of {COMPILE_MIN_STEPS:,} "
-                "steps or more, where it repays its compile time; off is the eager reference code"),
-    "checkpoint_every": (Config.checkpoint_every, integer, "write the resumable checkpoint every N "
-                         "iterations (default %(default)s, about 51k steps); Ctrl-C and SIGTERM "
-                         "also write it"),
-    "out": (None, str, "training: the run folder (default runs/<env>-<algo>-seed<seed>); --eval: "
-            "the folder for the evaluation record (default the checkpoint's folder, or for an "
-            "agent under results/ the same path under runs/)"),
+    "max_grad_norm": (Config.max_grad_norm, float, "clip the gradient's norm (default inf: none)"),
+    "eps_ramp": (Config.eps_ramp, float, "fraction of training eps ramps up over (default %(default)s)"),
+    "pgd_steps": (Config.pgd_steps, integer, "steps of the lower level (PGD, SGLD) and of the PGD "
+                  "attacks (default %(default)s)"),
+    "num_envs": (Config.num_envs, integer, "environments collecting each iteration's 2048 steps "
+                 "(default %(default)s, results/actors)"),
+    "vector_env": (Config.vector_env, ["sync", "async"], "step the environments one after the other "
+                   "(sync, default) or each in its own process (async: only with cores to spare)"),
+    "device": (Config.device, ["auto", "cpu", "cuda"], "where the networks live; auto (default) is "
+               "the CPU, faster than a GPU for networks this small (README, Speed)"),
+    "compile": (Config.compile, ["auto", "on", "off"], f"the minibatch update through torch.compile "
+                f"(auto: runs of {COMPILE_MIN_STEPS:,} steps or more); off is the eager reference"),
+    "checkpoint_every": (Config.checkpoint_every, integer, "iterations between resumable "
+                         "checkpoints (default %(default)s; Ctrl-C and SIGTERM also write one)"),
+    "out": (None, str, "the run folder (default runs/<env>-<algo>-seed<seed>); with --eval, the "
+            "record's (default the checkpoint's, for an agent under results/ the same path in runs/)"),
     "episodes": (None, integer, "evaluation episodes per attack (default 50; with --resume, the run's)"),
-    "attacks": (None, str, "comma-separated evaluation attacks (default all: "
-                + ",".join(ATTACKS) + "; with --resume, the run's; see below)"),
-    "attacker_steps": (None, integer, "PPO steps at least for each learned attacker (sarl, paad), "
-                       "which then trains on until its return plateaus, at most twice as long "
-                       "(default 1,000,000; with --resume, the run's)"),
-    "eval": (None, str, "only evaluate this checkpoint.pt; writes eval-<attacks>-eps<eps>-<n>ep.json "
-             "(see --out), never replacing a finished record: one cut short is completed"),
+    "attacks": (None, str, "comma-separated evaluation attacks (default all: " + ",".join(ATTACKS)
+                + "; with --resume, the run's)"),
+    "attacker_steps": (None, integer, "PPO steps at least for each learned attacker, then on until "
+                       "its return plateaus, at most twice as long (default 1,000,000)"),
+    "eval": (None, str, "only evaluate this checkpoint.pt into eval-<attacks>-eps<eps>-<n>ep.json, "
+             "never replacing a finished record (one cut short is completed)"),
     "resume": (None, str, "continue the interrupted run in this folder (or of this checkpoint.pt) "
-               "with the settings it started with, then evaluate it"),
+               "as it started, then evaluate it"),
 }
 TRAINING = ("algo", "kappa", "total_steps", "seed", "lr_policy", "lr_value", "value_clip",
             "init_std", "entropy_coef", "max_grad_norm", "eps_ramp", "pgd_steps", "num_envs",
@@ -1349,8 +1336,8 @@ MOST_STEPS = 1_000_000_000
 # The numbers a flag can take: (usable, what to say otherwise).
 CHECKS = {
     "kappa": (lambda v: 0 <= v < math.inf, "must be a finite weight >= 0"),
-    "total_steps": (lambda v: 2048 <= v <= MOST_STEPS, f"must be at least one iteration (2048) "
-                    f"and at most {MOST_STEPS:,}; the published budgets are 1,998,848 and 9,998,336"),
+    "total_steps": (lambda v: 2048 <= v <= MOST_STEPS, f"must be in [2048, {MOST_STEPS:,}] (the "
+                    f"published budgets: 1,998,848 and 9,998,336)"),
     "seed": (lambda v: 0 <= v < 2 ** 32, "must be a whole number in [0, 2^32)"),
     "lr_policy": (lambda v: 0 < v < 1, "must be a learning rate in (0, 1), e.g. 3e-4"),
     "lr_value": (lambda v: 0 < v < 1, "must be a learning rate in (0, 1), e.g. 2.5e-4"),
@@ -1363,8 +1350,7 @@ CHECKS = {
     "checkpoint_every": (lambda v: v >= 1, "must be at least 1"),
     "eps": (lambda v: 0 <= v < math.inf, "must be a finite number >= 0"),
     "episodes": (lambda v: 1 <= v <= 10_000, "must be in [1, 10,000]"),
-    "attacker_steps": (lambda v: 2048 <= v <= MOST_STEPS, f"must be at least one iteration (2048) "
-                       f"and at most {MOST_STEPS:,}"),
+    "attacker_steps": (lambda v: 2048 <= v <= MOST_STEPS, f"must be in [2048, {MOST_STEPS:,}]"),
 }
 
 
@@ -1373,8 +1359,7 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         message = message.replace("integer value", "whole number").replace("float value", "number")
-        raise UsageError(f"{message}; "
-                         f"python barpo.py --help lists every flag and its values")
+        raise UsageError(f"{message}; python barpo.py --help lists every flag and its values")
 
 
 def parse_args(argv):
@@ -1384,11 +1369,13 @@ def parse_args(argv):
         "continue an interrupted run; with --eval, only evaluate a saved agent.",
         epilog="attacks: " + "; ".join(f"{k}: {v[0]}" for k, v in ATTACKS.items()) +
                ". The robust return is the lowest return over the attacks run.")
-    metavars = {"eval": "CHECKPOINT", "resume": "RUN_DIR", "out": "DIR",
-                "eps_ramp": "FRACTION", "checkpoint_every": "N", "attacks": "LIST"}
+    metavars = {"eval": "CHECKPOINT", "resume": "RUN_DIR", "out": "DIR", "eps_ramp": "FRACTION",
+                "attacks": "LIST", "total_steps": "STEPS", "attacker_steps": "STEPS", "kappa": "K",
+                "lr_policy": "LR", "lr_value": "LR", "init_std": "STD", "entropy_coef": "WEIGHT",
+                "max_grad_norm": "NORM", "pgd_steps": "K", "env": "TASK", "eps": "EPS"}
     for name, (default, kind, text) in FLAGS.items():
         typed = ({"choices": kind} if isinstance(kind, list) else
-                 {"type": kind, "metavar": metavars.get(name, name.upper())})
+                 {"type": kind, "metavar": metavars.get(name, "N")})
         p.add_argument("--" + name.replace("_", "-"), default=default, help=text, **typed)
     args = p.parse_args(argv)
     args.given = {name for name in TRAINING if getattr(args, name) != FLAGS[name][0]}

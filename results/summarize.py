@@ -2,6 +2,7 @@
 
     python results/summarize.py             # writes TABLES.md and overview.png here, prints their table
     python results/summarize.py commands    # the command of every such run, one per line: the sweep
+    python results/summarize.py actors      # the table of results/actors (one actor or 8 environments)
 
 These agents were trained by barpo.py as of commit c9caa60, whose BARPO was this project's earlier
 formulation (an adversary minimizing kappa l + (1 - kappa) KL by PGD, not the paper's), with
@@ -35,7 +36,7 @@ METHODS = ("spo", "arpo", "barpo-kappa0.02")       # the three methods; barpo-ka
 SUITE = ("random", "critic", "mad", "rs", "sarl", "paad")
 RENAMED = {"optimal": "sarl"}   # as barpo.RENAMED: SA-RL's name in the older records
 COLORS = {"spo": "tab:blue", "arpo": "tab:orange", "barpo-kappa0.02": "tab:green"}
-LABELS = {"spo": "SPO", "arpo": "ARPO", "barpo-kappa0.02": "BARPO (kappa 0.02)"}
+LABELS = {"spo": "SPO", "arpo": "ARPO", "barpo-kappa0.02": "earlier BARPO (kappa 0.02)"}
 
 
 def read_record(path):
@@ -170,13 +171,16 @@ def cost_table(runs):
 
 
 def tables(runs, zero):
-    out = ["# Every shipped run\n", "Made by `python results/summarize.py` from the run folders; "
+    out = ["# Every run of the earlier formulation\n", "These agents were trained by barpo.py of commit "
+           "c9caa60, whose BARPO was this project's earlier formulation (an adversary minimizing "
+           "kappa l + (1 - kappa) KL by PGD, not the paper's), every task with Hopper's settings. "
+           "Made by `python results/summarize.py` from the run folders; "
            "medians over seeds, [min, max] in brackets. *Worst case*: the lowest mean return over "
            "the attacks, per agent: the six-attack suite where a run has it (full/; each attack's "
            "column is its newest record, and `rs before` / `paad before` the one it replaced, which "
            "still counts where it did more), else the end-of-training evaluation (random, critic, "
            "MAD, SA-RL 200k).\n",
-           "## The three methods at the published budget: median natural / median worst case (seeds)\n",
+           "## The three methods at 1,998,848 steps: median natural / median worst case (seeds)\n",
            readme_table(runs)]
     timed = [r for r in runs if r["seconds"]]
     if timed:
@@ -219,7 +223,7 @@ def figure(runs, path):
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 4.0), constrained_layout=True)
     for ax, task in zip(axes, tasks):
         mine = [r for r in full if r["task"] == task]
-        scatter_panel(ax, mine, f"{task}, eps {mine[0]['eps']}")
+        scatter_panel(ax, mine, f"{task}, eps {mine[0]['eps']} (earlier formulation)")
         if ax is not axes[0]:
             ax.set_ylabel("")
     axes[0].legend(loc="upper left", fontsize=8, title="star: median; dot: a seed", title_fontsize=8)
@@ -247,9 +251,28 @@ def barpo_flags(variant):
     return flags + (f" --spo-guidance {guidance}" if guidance else "")
 
 
+def actors_table(root=ROOT / "actors"):
+    """results/actors: the natural return of SPO per task, number of environments and seed."""
+    lines = ["| task | environments | seeds | natural return per seed | median | hours of training |",
+             "|---|---|---|---|---|---|"]
+    for task in TASKS:
+        for folder in sorted((root / task).glob("envs*")):
+            runs = sorted(p for p in folder.glob("seed*") if (p / "eval.json").exists())
+            if not runs:
+                continue
+            natural = [read_record(p / "eval.json")["returns"]["none"]["mean"] for p in runs]
+            hours = [float(list(csv.DictReader(open(p / "metrics.csv")))[-1]["wall_time_s"]) / 3600 for p in runs]
+            lines.append(f"| {task} | {folder.name[4:]} | {', '.join(p.name[4:] for p in runs)} | "
+                         f"{', '.join(f'{n:.0f}' for n in natural)} | {statistics.median(natural):.0f} | "
+                         f"{', '.join(f'{h:.2f}' for h in hours)} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["commands"]:
         print("\n".join(commands()))
+    elif sys.argv[1:] == ["actors"]:
+        print(actors_table())
     else:
         runs = load_runs()
         zero = json.loads((ROOT / "zero_action.json").read_text())
