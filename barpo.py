@@ -96,7 +96,7 @@ class Config:
     eps: float = 0.075                   # radius of the ball; task_config takes TASK_EPS
     # PPO, as the published configs (Hopper's here; task_config sets each task's)
     steps_per_iteration: int = 2048
-    num_envs: int = 8
+    num_envs: int = 1                    # one actor, as published (results/actors)
     epochs: int = 10
     minibatches: int = 32
     clip: float = 0.2
