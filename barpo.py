@@ -70,9 +70,9 @@ from torch.optim.adam import adam as functional_adam
 # eps of the L-infinity ball on the normalized observation, per task (SA-PPO / CAR-PPO papers).
 TASK_EPS = {"Hopper": 0.075, "Walker2d": 0.05, "HalfCheetah": 0.15, "Ant": 0.15}
 
-# The published per-task settings of the SA-PPO / CAR-PPO configs (../shared literature.md), as
-# Config fields; "robust" holds what ARPO and BARPO use where it differs from PPO's. Every one
-# of them also holds for the ablation's configurations and can be overridden by its flag.
+# The per-task settings of the published SA-PPO / CAR-PPO configs, as Config fields; "robust"
+# holds what ARPO and BARPO use where it differs from PPO's. They hold for the ablation's
+# configurations too, and each can be overridden by its flag.
 TASK_SETTINGS = {
     "Hopper": dict(lr_policy=3e-4, lr_value=2.5e-4, value_clip=False, init_std=1.0),
     "Walker2d": dict(lr_policy=4e-4, lr_value=3e-4, value_clip=True, init_std=1.0),
@@ -82,7 +82,7 @@ TASK_SETTINGS = {
                 total_steps=4882 * 2048),
 }
 
-# SPO guidance of BARPO by default: chosen by the measurement in results/KAPPA.md.
+# BARPO's weight of SPO guidance by default, to be chosen by the measurement in results/kappa/.
 BARPO_KAPPA = 1.0
 
 
@@ -499,7 +499,7 @@ def iteration(cfg, k, rollout, optimizer, update=minibatch_update):
 #   THE METHOD ENDS HERE. Sections 1-7 are all of SPO, ARPO and BARPO.
 #
 #   What follows only runs it:
-#     8. the training run: metrics, progress, checkpoints and resuming
+#     8. the training run: environments, metrics, progress, checkpoints and resuming
 #     9. the fast path: the same minibatch update, compiled
 #    10. evaluation: the attacks on a frozen agent, and the robust return
 #    11. the command line
@@ -781,11 +781,11 @@ def load_checkpoint(path, env_id=None, device="cpu"):
 
 # ==== 9. The fast path: the same minibatch update, compiled =================================
 #
-# A minibatch is 64 samples through 64x64 networks, and the robust update runs 10 PGD iterations
-# of forward and backward on it, so eagerly nearly all the time goes to Python and framework
+# A minibatch is 64 samples through 64x64 networks, and the robust update runs 10 PGD or SGLD
+# iterations of forward and backward on it, so eagerly nearly all the time goes to Python and framework
 # overhead per tiny operation (on a GPU, to a kernel launch each). torch.compile traces the whole
-# update (PGD, loss, gradient, clipping, Adam) into one graph of fused kernels. It buys about 3.3x
-# for ARPO and BARPO on a CPU, 1.5x for SPO (README, Speed). What it asks of the method's code,
+# update (PGD or SGLD, loss, gradient, clipping, Adam) into one graph of fused kernels. It buys
+# about 2.7x for ARPO, 2x for BARPO and 1.4x for SPO on a CPU with 8 environments (README, Speed). What it asks of the method's code,
 # changing no result: eps is a 0-d tensor (`iteration`), so that its new value each iteration
 # does not recompile; PGD's input gradient is taken by torch.func.grad while compiling
 # (`input_gradient`: the compiler traces it, where eagerly torch.autograd.grad is faster); Adam
