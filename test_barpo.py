@@ -949,6 +949,30 @@ def test_summarize_regenerates_the_committed_tables_and_figure(tmp_path):
     assert summarize.readme_table(runs) in (HERE / "README.md").read_text()
 
 
+def test_the_kappa_rule_as_written():
+    """results/kappa/README.md's rule on made-up medians: the best worst case among values within
+    90% of the best natural return, a 5% tie going to the higher natural; one value for every task
+    when the measured tasks agree, else the best normalized sum for the others."""
+    sys.path.insert(0, str(HERE / "results"))
+    import summarize
+    run = lambda task, kappa, natural, worst: {"task": task, "variant": f"barpo-kappa{kappa}",
+                                               "natural": natural, "worst": worst}
+    runs = [run("Hopper-v4", 0, 3000, 2000), run("Hopper-v4", 1, 3500, 1950),   # a tie: 1 (natural)
+            run("Hopper-v4", 10, 2000, 3000),                                     # below 90%: out
+            run("Walker2d-v4", 0, 4000, 900), run("Walker2d-v4", 0, 4200, 1100),  # medians 4100, 1000
+            run("Walker2d-v4", 1, 4100, 1500), run("Walker2d-v4", 10, 4000, 1400)]
+    medians, chosen = summarize.kappa_choice(runs)
+    assert medians["Walker2d-v4"][0.0] == (4100, 1000, 2)
+    assert chosen == {"Hopper-v4": 1.0, "Walker2d-v4": 1.0}
+    assert set(summarize.kappa_for_every_task(medians, chosen).values()) == {1.0}
+    runs[5] = run("Walker2d-v4", 1, 4100, 1300)                                   # now 10 wins there
+    medians, chosen = summarize.kappa_choice(runs)
+    assert chosen == {"Hopper-v4": 1.0, "Walker2d-v4": 10.0}
+    every = summarize.kappa_for_every_task(medians, chosen)
+    # HalfCheetah and Ant: 1 scores 1950/3000 + 1300/1400, 10 scores 1 + 1, 0 scores 2000/3000 + 1000/1400
+    assert every == {"Hopper-v4": 1.0, "Walker2d-v4": 10.0, "HalfCheetah-v4": 10.0, "Ant-v4": 10.0}
+
+
 def test_every_earlier_run_has_a_generated_command():
     """The earlier formulation's runs, each with the command of the barpo.py that made them."""
     sys.path.insert(0, str(HERE / "results"))

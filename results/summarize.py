@@ -3,6 +3,7 @@
     python results/summarize.py             # writes TABLES.md and overview.png here, prints their table
     python results/summarize.py commands    # the command of every such run, one per line: the sweep
     python results/summarize.py actors      # the table of results/actors (one actor or 8 environments)
+    python results/summarize.py kappa       # results/kappa's table and the value its rule chooses
 
 These agents were trained by barpo.py as of commit c9caa60, whose BARPO was this project's earlier
 formulation (an adversary minimizing kappa l + (1 - kappa) KL by PGD, not the paper's), with
@@ -268,11 +269,75 @@ def actors_table(root=ROOT / "actors"):
     return "\n".join(lines)
 
 
+def finished_runs(root):
+    """The finished runs of today's barpo.py under root/<task>/<variant>/seed<k>: natural return,
+    worst case (the lowest return of any attack in eval.json) and whether all six attacks ran."""
+    runs = []
+    for path in sorted(Path(root).glob("*/*/seed*/eval.json")):
+        record = read_record(path)
+        if record.get("partial"):
+            continue
+        returns = {name: r["mean"] for name, r in record["returns"].items()}
+        worst = min((a for a in returns if a != "none"), key=returns.get)
+        task, variant, seed = path.parent.relative_to(root).parts
+        runs.append({"task": task, "variant": variant, "seed": int(seed[4:]), "natural": returns["none"],
+                     "worst": returns[worst], "worst_attack": worst, "six_attacks": set(SUITE) <= set(returns)})
+    return runs
+
+
+def kappa_choice(runs):
+    """results/kappa/README.md's rule, applied: per task, among the values whose median natural
+    return is at least 90% of the best, the highest median worst case, a tie (within 5%) going to
+    the higher natural. Returns ({task: {kappa: (natural, worst, seeds)}}, {task: chosen kappa})."""
+    medians, chosen = {}, {}
+    for (task, variant), mine in groups(runs, "task", "variant").items():
+        kappa = float(variant.removeprefix("barpo-kappa"))
+        medians.setdefault(task, {})[kappa] = (statistics.median(r["natural"] for r in mine),
+                                               statistics.median(r["worst"] for r in mine), len(mine))
+    for task, by_kappa in medians.items():
+        best_natural = max(n for n, _, _ in by_kappa.values())
+        eligible = {k: v for k, v in by_kappa.items() if v[0] >= 0.9 * best_natural}
+        best_worst = max(w for _, w, _ in eligible.values())
+        tied = [k for k, (_, w, _) in eligible.items() if w >= best_worst - 0.05 * abs(best_worst)]
+        chosen[task] = max(tied, key=lambda k: eligible[k][0])
+    return medians, chosen
+
+
+def kappa_for_every_task(medians, chosen):
+    """One value for every task if the measured tasks chose the same; else each keeps its own,
+    and the others take the value with the highest sum over those tasks of W / the task's best W."""
+    if len(set(chosen.values())) == 1:
+        return dict.fromkeys(TASKS, next(iter(chosen.values())))
+    common = set.intersection(*(set(by_kappa) for by_kappa in medians.values()))
+    score = {k: sum(medians[t][k][1] / max(w for _, w, _ in medians[t].values()) for t in medians)
+             for k in common}
+    rest = max(score, key=score.get)
+    return {t: chosen.get(t, rest) for t in TASKS}
+
+
+def kappa_table(root=ROOT / "kappa"):
+    """results/kappa: the candidates' medians per task, and what the rule chooses from them."""
+    runs = [r for r in finished_runs(root) if r["six_attacks"]]
+    medians, chosen = kappa_choice(runs)
+    lines = ["| task | kappa | seeds | median natural | median worst case | chosen |", "|---|---|---|---|---|---|"]
+    for task in (t for t in TASKS if t in medians):
+        for kappa, (natural, worst, seeds) in sorted(medians[task].items()):
+            lines.append(f"| {task} | {kappa:g} | {seeds} | {natural:.0f} | {worst:.0f} | "
+                         f"{'yes' if chosen[task] == kappa else ''} |")
+    if medians:
+        every = kappa_for_every_task(medians, chosen)
+        lines.append("\nBy the rule, every task: " + ", ".join(f"{t} {k:g}" for t, k in every.items())
+                     + " (from the finished runs only)")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["commands"]:
         print("\n".join(commands()))
     elif sys.argv[1:] == ["actors"]:
         print(actors_table())
+    elif sys.argv[1:] == ["kappa"]:
+        print(kappa_table())
     else:
         runs = load_runs()
         zero = json.loads((ROOT / "zero_action.json").read_text())
