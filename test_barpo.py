@@ -513,7 +513,11 @@ def test_each_algo_end_to_end_on_hopper(algo, tmp_path):
     assert float(rows[1]["attack_kl"]) > 0 if algo != "spo" else float(rows[1]["attack_kl"]) == 0
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["config"]["algo"] == algo
-    assert json.loads((tmp_path / "eval.json").read_text())["algo"] == algo
+    record = json.loads((tmp_path / "eval.json").read_text())
+    assert record["algo"] == algo and record["lower_level"] == barpo.LOWER_LEVEL[algo]
+    assert record["trained_with"] == {k: v for k, v in state["config"].items() if k not in barpo.PLUMBING}
+    assert {"kappa", "lr_policy", "lr_value", "value_clip", "init_std", "entropy_coef",
+            "max_grad_norm", "num_envs", "total_steps"} <= set(record["trained_with"])
     assert "steps/s" in proc.stdout and "left" in proc.stdout and "4,096 steps" in proc.stdout
     again = run_cli("--env", "Hopper-v4", "--algo", algo, "--total-steps", "4096", "--out", str(tmp_path))
     assert again.returncode == 2 and f"--resume {tmp_path}" in again.stderr
@@ -843,6 +847,7 @@ def test_an_evaluation_of_a_shipped_agent_goes_to_runs(tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert record.exists() and f"wrote runs/full/Hopper-v4/spo/seed0/{record.name}" in proc.stdout
         assert "(1 episode, deterministic actions)" in proc.stdout
+        assert json.loads(record.read_text())["lower_level"] == barpo.EARLIER_FORMULATION
         assert not (HERE / run / record.name).exists()
     finally:
         record.unlink(missing_ok=True)
