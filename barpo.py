@@ -1673,14 +1673,20 @@ def made_on():
             "gymnasium": gym.__version__, "numpy": np.__version__}
 
 
+def cli(argv=None):
+    """main() as a program: bad input and interruptions in one line each; the exit status."""
+    try:
+        main(argv)
+    except UsageError as e:
+        print(f"barpo.py: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        print(f"\n{str(e) or 'interrupted'}", file=sys.stderr)
+        return getattr(e, "status", 130)
+    return 0
+
+
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)   # from here on, KeyboardInterrupt
     signal.signal(signal.SIGTERM, terminated)  # outside training: stop as Ctrl-C does, status 143
-    try:
-        main()
-    except UsageError as e:
-        print(f"barpo.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt as e:
-        print(f"\n{str(e) or 'interrupted'}", file=sys.stderr)
-        sys.exit(getattr(e, "status", 130))
+    sys.exit(cli())

@@ -815,6 +815,20 @@ def test_ctrl_c_during_the_imports_says_one_word():
     assert proc.returncode == 130 and err.strip() == "interrupted", err
 
 
+def test_an_interruption_before_training_says_one_word(monkeypatch, capsys):
+    def interrupted(argv):
+        raise KeyboardInterrupt   # as a Ctrl-C between the imports and the first iteration
+    monkeypatch.setattr(barpo, "main", interrupted)
+    assert barpo.cli([]) == 130 and capsys.readouterr().err.strip() == "interrupted"
+    monkeypatch.setattr(barpo, "main", lambda argv: barpo.terminated(15, None))
+    assert barpo.cli([]) == 143 and capsys.readouterr().err.strip() == "terminated"
+
+
+def test_counts_are_worded_as_numbers():
+    assert barpo.plural(1, "iteration") == "1 iteration" and barpo.plural(1, "episode") == "1 episode"
+    assert barpo.plural(4882, "iteration") == "4,882 iterations"
+
+
 def test_a_finished_attack_is_kept_before_it_is_reported(pendulum_run):
     out, _ = pendulum_run
     agent, norm, _ = barpo.load_checkpoint(out / "checkpoint.pt")
