@@ -513,13 +513,9 @@ class InputError(ValueError):
 
 
 def make_envs(env_id, num_envs, vectorization="sync"):
-    """A gymnasium vector env of a task with 1-D Box observations and Box actions, clipped to
-    the task's bounds (ClipAction), as the Gaussian policy's samples are not.
-
-    sync steps the environments one after the other in this process; async steps each in a
-    process of its own. SAME_STEP autoreset: a finished env is reset inside the same step() and
-    its last observation is in info["final_obs"], so every stored transition is a real one.
-    """
+    """A gymnasium vector env of a task with 1-D Box observations and Box actions, clipped to the
+    task's bounds (ClipAction: the Gaussian's samples are not). SAME_STEP autoreset: a finished env
+    resets inside the same step(), its last observation in info["final_obs"]."""
     try:
         gym.spec(env_id)
     except gym.error.Error as e:
@@ -591,13 +587,10 @@ def optimizer_params(optimizer):
 
 @one_thread
 def train(cfg, envs, agent, obs_norm, *, run_dir=None, resume=None, stop=None, log=print):
-    """`iteration` after iteration until cfg.total_steps, or until stop(rows) returns True (the
-    learned attackers' plateau rule, the command line's Ctrl-C). Returns this call's metrics rows.
-
-    run_dir: metrics.csv there gets a row per iteration, and checkpoint.pt the whole training
-    state every cfg.checkpoint_every iterations and when training ends. resume: such a state;
-    training goes on from it exactly as if it had not stopped (MuJoCo tasks in sync envs).
-    """
+    """`iteration` after iteration until cfg.total_steps, or until stop(rows) is True (the learned
+    attackers' plateau rule, the command line's Ctrl-C); returns this call's metrics rows. run_dir
+    gets metrics.csv and, every cfg.checkpoint_every iterations and at the end, checkpoint.pt;
+    resume, such a state, goes on exactly as if training had not stopped (MuJoCo, sync envs)."""
     optimizer = make_optimizer(agent, cfg)
     rollout = Rollout(envs, agent, obs_norm, cfg)
     update = minibatch_update
@@ -782,14 +775,13 @@ def load_checkpoint(path, env_id=None, device="cpu"):
 # ==== 9. The fast path: the same minibatch update, compiled =================================
 #
 # A minibatch is 64 samples through 64x64 networks, and the robust update runs 10 PGD or SGLD
-# iterations of forward and backward on it, so eagerly nearly all the time goes to Python and framework
-# overhead per tiny operation (on a GPU, to a kernel launch each). torch.compile traces the whole
-# update (PGD or SGLD, loss, gradient, clipping, Adam) into one graph of fused kernels. It buys
-# about 2.7x for ARPO, 2x for BARPO and 1.4x for SPO on a CPU with 8 environments (README, Speed). What it asks of the method's code,
-# changing no result: eps is a 0-d tensor (`iteration`), so that its new value each iteration
-# does not recompile; PGD's input gradient is taken by torch.func.grad while compiling
-# (`input_gradient`: the compiler traces it, where eagerly torch.autograd.grad is faster); Adam
-# is fused. The eager `minibatch_update` stays the reference; a test checks that both agree.
+# steps of forward and backward on it: eagerly nearly all the time goes to Python and framework
+# overhead per tiny operation (on a GPU, a kernel launch each). torch.compile traces the whole
+# update (lower level, loss, gradient, clipping, Adam) into one graph of fused kernels: about
+# 2.7x for ARPO, 2x for BARPO, 1.4x for SPO on a CPU (README, Speed). What it asks of the method,
+# changing no result: eps is a 0-d tensor (`iteration`), so a new value does not recompile; the
+# solvers' input gradient is torch.func.grad while compiling (`input_gradient`); Adam is fused.
+# The eager `minibatch_update` stays the reference; a test checks that both agree.
 
 COMPILE_MIN_STEPS = 200_000  # compiling costs tens of seconds once; shorter runs do not repay it
 
