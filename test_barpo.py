@@ -5,6 +5,7 @@ one line. About 9 minutes on 2 cores; much of it re-evaluates the shipped agents
 `-m "not shipped"` skips (CI runs them)."""
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -946,6 +947,29 @@ def test_published_budget_agent_has_its_complete_six_attack_record(run):
     record = barpo.read_record(HERE / run / barpo.eval_record_name(six, shipped["eps"], 50))
     assert record["partial"] is False and list(record["returns"]) == list(barpo.ATTACKS)
     assert record["episodes"] == shipped["episodes"] == 50 and record["seed"] == shipped["seed"]
+    for name in ("sarl", "paad"):
+        settings = record["returns"][name]["settings"]
+        assert settings["attacker_steps"] >= settings["min_attacker_steps"] >= 1_000_000
+        curve = list(csv.DictReader(open(HERE / run / settings["curve"])))
+        assert int(curve[-1]["env_steps"]) == settings["attacker_steps"]
+
+
+# Agents of today's barpo.py (the paper's formulation) that the kappa choice and the evidence use
+PAPER_RUNS = [run for run in SHIPPED if run.parts[1] in ("kappa", "evidence")]
+
+
+@pytest.mark.parametrize("run", PAPER_RUNS, ids=str)
+def test_paper_formulation_agent_has_its_six_attacks_and_settings(run):
+    record = barpo.read_record(HERE / run / "eval.json")
+    state = torch.load(HERE / run / "checkpoint.pt", weights_only=True)
+    assert state["format"] == barpo.CHECKPOINT_FORMAT and list(record["returns"]) == list(barpo.ATTACKS)
+    assert record["episodes"] == 50 and record["lower_level"] == barpo.LOWER_LEVEL[record["algo"]]
+    assert record["trained_with"] == {k: v for k, v in state["config"].items() if k not in barpo.PLUMBING}
+    published = barpo.task_config(record["env"], record["algo"], kappa=record["trained_with"]["kappa"],
+                                  seed=record["seed"])
+    assert record["trained_with"] == {**{k: v for k, v in dataclasses.asdict(published).items()
+                                         if k not in barpo.PLUMBING}, "num_envs": 1}
+    assert state["env_steps"] == published.iterations * 2048
     for name in ("sarl", "paad"):
         settings = record["returns"][name]["settings"]
         assert settings["attacker_steps"] >= settings["min_attacker_steps"] >= 1_000_000
