@@ -26,14 +26,10 @@ SPO guidance, weight kappa; the four ablation     `--kappa`; `--algo arpo|barpo`
 eps ramp; published per-task settings             `epsilon`; `TASK_SETTINGS`, `task_config`
 robust return (worst case over six attacks)       `ATTACKS`, `attack_suite`
 
-What comes from where. From the paper (its abstract and a summary of its body): the framework,
-its ends, the KL lower level solved by SGLD, the outer step with the inner solution held fixed,
-SPO guidance as kappa times the SPO objective. From the code the paper builds on (SA-PPO,
-CAR-PPO): PPO and its per-task settings, SGLD's update and temperature, PGD on the surrogate,
-the eps ramp, the attacks. This project's choices, each said where it is made: the default kappa
-(`BARPO_KAPPA`), the robust term as a plain mean (CAR-PPO's soft maximum is nearly uniform at its
-settings), PGD's shrinking steps, a time-limit cut bootstrapped from the critic
-(`Rollout.collect`), the critic stepped on the policy's minibatches (`minibatch_loss`).
+What comes from the paper, what from the code it builds on (SA-PPO, CAR-PPO) and what is this
+project's choice (the default kappa, the robust term as a plain mean, PGD's shrinking steps, a
+time-limit cut bootstrapped from the critic): README, "What is reconstructed"; each choice is said
+where it is made.
 """
 
 import argparse
@@ -529,14 +525,11 @@ def make_envs(env_id, num_envs, vectorization="sync"):
     except gym.error.DependencyNotInstalled as e:
         raise InputError(f"{env_id} needs a package that is not installed ({e})")
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
+    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1
+            and isinstance(act_space, gym.spaces.Box)):
         envs.close()
-        raise InputError(f"{env_id} has observation space {obs_space}; the attacks need a 1-D "
-                         f"Box (a vector of numbers)")
-    if not isinstance(act_space, gym.spaces.Box):
-        envs.close()
-        raise InputError(f"{env_id} has action space {act_space}; these methods need a Box "
-                         f"(continuous actions)")
+        raise InputError(f"{env_id} has observations {obs_space} and actions {act_space}; these "
+                         f"methods need a 1-D Box of each (continuous observations and actions)")
     return envs
 
 
@@ -547,7 +540,6 @@ def clip_box_actions(env):
 def to_tensor(x, device):
     """A float32 tensor of an array (gymnasium hands out float64 numpy arrays)."""
     return torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
-
 
 
 METRICS = ["iteration", "env_steps", "wall_time_s", "sps", "episode_return", "kappa", "eps",
@@ -716,7 +708,7 @@ def env_state(envs):
         import mujoco  # here, not at the top: other simulators' tasks run without it
         state = np.empty(mujoco.mj_stateSize(sim.model, mujoco.mjtState.mjSTATE_INTEGRATION))
         mujoco.mj_getState(sim.model, sim.data, state, mujoco.mjtState.mjSTATE_INTEGRATION)
-        states.append({"sim": torch.as_tensor(state), "elapsed": time_limit(env)._elapsed_steps,
+        states.append({"sim": torch.as_tensor(state), "elapsed": env.get_wrapper_attr("_elapsed_steps"),
                        "rng": sim.np_random.bit_generator.state})
     return states
 
@@ -725,16 +717,9 @@ def set_env_state(envs, states):
     import mujoco
     for env, state in zip(envs.envs, states):
         sim = env.unwrapped
-        spec = mujoco.mjtState.mjSTATE_INTEGRATION
-        mujoco.mj_setState(sim.model, sim.data, state["sim"].numpy(), spec)
-        time_limit(env)._elapsed_steps = state["elapsed"]
+        mujoco.mj_setState(sim.model, sim.data, state["sim"].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)
+        env.set_wrapper_attr("_elapsed_steps", state["elapsed"])
         sim.np_random.bit_generator.state = state["rng"]
-
-
-def time_limit(env):
-    while not isinstance(env, gym.wrappers.TimeLimit):
-        env = env.env
-    return env
 
 
 def save_checkpoint(path, state):
@@ -775,13 +760,12 @@ def load_checkpoint(path, env_id=None, device="cpu"):
 # ==== 9. The fast path: the same minibatch update, compiled =================================
 #
 # A minibatch is 64 samples through 64x64 networks, and the robust update runs 10 PGD or SGLD
-# steps of forward and backward on it: eagerly nearly all the time goes to Python and framework
-# overhead per tiny operation (on a GPU, a kernel launch each). torch.compile traces the whole
-# update (lower level, loss, gradient, clipping, Adam) into one graph of fused kernels: about
-# 2.7x for ARPO, 2x for BARPO, 1.4x for SPO on a CPU (README, Speed). What it asks of the method,
-# changing no result: eps is a 0-d tensor (`iteration`), so a new value does not recompile; the
-# solvers' input gradient is torch.func.grad while compiling (`input_gradient`); Adam is fused.
-# The eager `minibatch_update` stays the reference; a test checks that both agree.
+# steps on it: eagerly, nearly all the time is Python and framework overhead per tiny operation.
+# torch.compile traces the whole update (lower level, loss, gradient, clipping, Adam) into one
+# graph of fused kernels: about 2.7x for ARPO, 2x for BARPO, 1.4x for SPO on a CPU (README,
+# Speed). It asks of the method only that eps be a 0-d tensor (no recompiling as it ramps) and
+# that the solvers' input gradient be torch.func.grad while compiling (`input_gradient`). The
+# eager `minibatch_update` stays the reference; a test checks that both agree.
 
 COMPILE_MIN_STEPS = 200_000  # compiling costs tens of seconds once; shorter runs do not repay it
 
@@ -1328,8 +1312,7 @@ MOST_STEPS = 1_000_000_000
 # The numbers a flag can take: (usable, what to say otherwise).
 CHECKS = {
     "kappa": (lambda v: 0 <= v < math.inf, "must be a finite weight >= 0"),
-    "total_steps": (lambda v: 2048 <= v <= MOST_STEPS, f"must be in [2048, {MOST_STEPS:,}] (the "
-                    f"published budgets: 1,998,848 and 9,998,336)"),
+    "total_steps": (lambda v: 2048 <= v <= MOST_STEPS, f"must be in [2048, {MOST_STEPS:,}]"),
     "seed": (lambda v: 0 <= v < 2 ** 32, "must be a whole number in [0, 2^32)"),
     "lr_policy": (lambda v: 0 < v < 1, "must be a learning rate in (0, 1), e.g. 3e-4"),
     "lr_value": (lambda v: 0 < v < 1, "must be a learning rate in (0, 1), e.g. 2.5e-4"),
@@ -1441,9 +1424,8 @@ def writable_folder(path, flag):
         raise UsageError(f"{flag} {path} is a file, not a folder; give a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".barpo-write-test"
-        probe.touch()
-        probe.unlink()
+        (path / ".barpo-write-test").touch()
+        (path / ".barpo-write-test").unlink()
     except OSError as e:
         raise UsageError(f"{flag} {path}: cannot write there ({e.strerror}); give a folder you can write")
 
@@ -1453,10 +1435,15 @@ def main(argv=None):
     torch.set_num_threads(1)
     if args.eval and args.resume:
         raise UsageError("give --eval (evaluate a checkpoint) or --resume (continue a run), not both")
-    if (args.eval or args.resume) and args.given:
+    if args.eval and args.given:
         flags = ", ".join("--" + f.replace("_", "-") for f in sorted(args.given))
-        what = "--eval evaluates an agent" if args.eval else "--resume continues a run"
-        raise UsageError(f"{flags} set training, but {what} as it was trained; drop them")
+        raise UsageError(f"{flags} set training, but --eval evaluates an agent as it was trained; "
+                         f"drop them")
+    fixed = sorted(args.given | {n for n in ("env", "eps", "out") if getattr(args, n) is not None})
+    if args.resume and fixed:
+        raise UsageError(f"{', '.join('--' + f.replace('_', '-') for f in fixed)} cannot change a "
+                         f"run that --resume continues as it started; drop them (to evaluate it "
+                         f"otherwise, use --eval)")
     if args.eval:
         return evaluate_command(args)
     if args.resume:
@@ -1487,11 +1474,6 @@ def train_command(args):
 
 
 def resume_command(args):
-    ignored = [f"--{name}" for name in ("env", "eps", "out") if getattr(args, name) is not None]
-    if ignored:
-        raise UsageError(f"{', '.join(ignored)} cannot change a run that --resume continues as it "
-                         f"started; drop {'it' if len(ignored) == 1 else 'them'} (to evaluate it "
-                         f"otherwise, use --eval)")
     given = Path(args.resume)
     run_dir = given.parent if given.is_file() else given
     device = pick_device(args.device)
