@@ -997,15 +997,43 @@ def test_stronger_rs_and_paad_records_hold_every_model_and_the_actor(path):
     assert int(curve[-1]["env_steps"]) == paad["attacker_steps"]
 
 
-def test_summarize_regenerates_the_committed_tables_and_figure(tmp_path):
+def test_summarize_regenerates_the_committed_tables_figures_and_readme_table(tmp_path):
+    """python results/summarize.py writes these files byte for byte from the run folders: a run
+    added or a record changed without running it fails here."""
     sys.path.insert(0, str(HERE / "results"))
     import summarize
-    runs = summarize.load_runs()
-    zero = json.loads((HERE / "results" / "zero_action.json").read_text())
-    assert summarize.tables(runs, zero) == (HERE / "results" / "TABLES.md").read_text()
-    summarize.figure(runs, tmp_path / "overview.png")
+    runs = summarize.evidence_runs()
+    assert summarize.evidence_tables(runs) == (HERE / "results" / "TABLES.md").read_text()
+    readme = (HERE / "README.md").read_text()
+    assert summarize.with_readme_table(readme, runs) == readme
+    summarize.evidence_figure(runs, tmp_path / "overview.png")
     assert (tmp_path / "overview.png").read_bytes() == (HERE / "results" / "overview.png").read_bytes()
-    assert summarize.readme_table(runs) in (HERE / "README.md").read_text()
+    earlier, zero = summarize.load_runs(), json.loads((HERE / "results" / "zero_action.json").read_text())
+    assert summarize.tables(earlier, zero) == (HERE / "results" / "EARLIER.md").read_text()
+    summarize.figure(earlier, tmp_path / "earlier.png")
+    assert (tmp_path / "earlier.png").read_bytes() == (HERE / "results" / "earlier.png").read_bytes()
+
+
+def test_an_agents_worst_case_is_its_lowest_return_in_any_record(tmp_path):
+    """The worst case counts every attack of every complete record (an older, lower one too);
+    an agent whose six attacks have not all run, or whose record is partial, does not count."""
+    sys.path.insert(0, str(HERE / "results"))
+    import summarize
+    result = lambda **means: {"returns": {a: {"mean": m} for a, m in means.items()}}
+    six = dict(none=3000, random=2900, critic=2500, mad=2000, rs=1800, sarl=1500, paad=1700)
+    (tmp_path / "eval.json").write_text(json.dumps(result(**six)))
+    (tmp_path / "eval-none+sarl-eps0.075-50ep.json").write_text(json.dumps(result(none=3000, sarl=2600)))
+    agent = summarize.agent_result(tmp_path)
+    assert (agent["natural"], agent["worst"], agent["worst_attack"]) == (3000, 1500, "sarl")
+    (tmp_path / "eval-none+rs-eps0.075-50ep.json").write_text(json.dumps({**result(none=3000, rs=900),
+                                                                           "partial": True}))
+    assert summarize.agent_result(tmp_path)["worst"] == 1500
+    (tmp_path / "eval.json").write_text(json.dumps(result(none=3000, random=2900)))
+    assert summarize.agent_result(tmp_path) is None
+    # the earlier formulation's Walker2d ARPO seed 2: its end-of-training SA-RL counts
+    walker = next(r for r in summarize.load_runs() if (r["budget"], r["task"], r["variant"], r["seed"])
+                  == ("full", "Walker2d-v4", "arpo", 2))
+    assert round(walker["worst"]) == 1266 and walker["worst_attack"] == "sarl at the end of training"
 
 
 def test_the_kappa_rule_as_written():

@@ -1,14 +1,20 @@
-"""The tables and the figure of the earlier formulation's runs, made from the run folders alone.
+"""The tables and figures of the shipped runs, made from the run folders alone.
 
-    python results/summarize.py             # writes TABLES.md and overview.png here, prints their table
-    python results/summarize.py commands    # the command of every such run, one per line: the sweep
+    python results/summarize.py             # writes TABLES.md, overview.png, the README's table,
+                                            # EARLIER.md and earlier.png; prints the README's table
+    python results/summarize.py commands    # the command of every earlier-formulation run: the sweep
     python results/summarize.py actors      # the table of results/actors (one actor or 8 environments)
     python results/summarize.py kappa       # results/kappa's table and the value its rule chooses
 
-These agents were trained by barpo.py as of commit c9caa60, whose BARPO was this project's earlier
-formulation (an adversary minimizing kappa l + (1 - kappa) KL by PGD, not the paper's), with
-Hopper's settings on every task. Their commands run with that file:
-`git show c9caa60:barpo.py > barpo_earlier.py`.
+Today's formulation (the paper's): TABLES.md and overview.png hold SPO, ARPO and BARPO beside the
+paper's BAR-PPO and the published PPO, from the agents that results/evidence/README.md counts
+(`evidence_runs`); an agent's worst case is the lowest mean return of any attack in any of its
+complete records, and it counts once all six attacks have run.
+
+The earlier formulation: EARLIER.md and earlier.png. Those agents were trained by barpo.py as of
+commit c9caa60, whose BARPO was this project's earlier formulation (an adversary minimizing
+kappa l + (1 - kappa) KL by PGD, not the paper's), with Hopper's settings on every task. Their
+commands run with that file: `git show c9caa60:barpo.py > barpo_earlier.py`.
 
 Layout: results/<budget>/<task>/<variant>/seed<k>/, budget `short` (500k steps) or `full` (the
 published budget, 1,998,848 steps), variant `spo`, `arpo` or `barpo-<schedule>` (kappa0.02,
@@ -19,9 +25,10 @@ eval-none+random+critic+mad+rs+optimal+paad-eps<eps>-50ep.json, whose learned at
 for 1M steps or more (their curves beside it; "optimal" is the SA-RL attack's older name), and,
 where it has been made, eval-none+rs+paad-eps<eps>-50ep.json with the stronger robust sarsa (the
 lowest of six Q models) and PA-AD (cos+norm actor). Each attack's column is its newest record's;
-the worst case is the lowest return any of the six attacks reached in any record (where a newer
-rs or paad did less than the older one, the older counts, marked "before"). The notebook imports
-load_runs() to plot the same numbers.
+the worst case is the lowest return any attack reached in any record of the agent: where a newer
+rs or paad did less than the older one, the older counts (marked "before"), and so does the
+end-of-training evaluation (marked "at the end of training"). The notebook imports load_runs() to
+plot the same numbers.
 """
 
 import csv
@@ -32,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 EARLIER = ("full", "short")
-KAPPA_RUNS = 12               # results/kappa: 2 tasks x 3 values x 2 seeds   # the earlier formulation's runs: the published budget and 500k steps
+KAPPA_RUNS = 12               # results/kappa: 2 tasks x 3 values x 2 seeds
 TASKS = ("Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4")
 METHODS = ("spo", "arpo", "barpo-kappa0.02")       # the three methods; barpo-kappa0.02 is the default
 SUITE = ("random", "critic", "mad", "rs", "sarl", "paad")
@@ -74,7 +81,10 @@ def load_runs(root=ROOT):
         six = set(SUITE) <= set(newest)
         results = newest if six else older["returns"]
         returns = {name: r["mean"] for name, r in results.items()}
-        measured = {**{f"{a} before": r["mean"] for a, r in replaced.items()}, **returns}
+        measured = {**returns, **{f"{a} before": r["mean"] for a, r in replaced.items()},
+                    **({f"{a} at the end of training": r["mean"] for a, r in older["returns"].items()
+                        if a != "none"}
+                       if six else {})}
         worst = min((a for a in measured if a != "none"), key=measured.get)
         rows = list(csv.DictReader(open(path.parent / "metrics.csv")))
         last = rows[-max(1, len(rows) // 10):]
@@ -178,10 +188,10 @@ def tables(runs, zero):
            "kappa l + (1 - kappa) KL by PGD, not the paper's), every task with Hopper's settings. "
            "Made by `python results/summarize.py` from the run folders; "
            "medians over seeds, [min, max] in brackets. *Worst case*: the lowest mean return over "
-           "the attacks, per agent: the six-attack suite where a run has it (full/; each attack's "
-           "column is its newest record, and `rs before` / `paad before` the one it replaced, which "
-           "still counts where it did more), else the end-of-training evaluation (random, critic, "
-           "MAD, SA-RL 200k).\n",
+           "the attacks in any record of the agent: the six-attack suite where a run has it (full/; "
+           "each attack's column is its newest record, `rs before` / `paad before` the one it "
+           "replaced, and the end-of-training evaluation's attacks count too), else the "
+           "end-of-training evaluation (random, critic, MAD, SA-RL 200k).\n",
            "## The three methods at 1,998,848 steps: median natural / median worst case (seeds)\n",
            readme_table(runs)]
     timed = [r for r in runs if r["seconds"]]
@@ -335,6 +345,202 @@ def kappa_table(root=ROOT / "kappa"):
     return "\n".join(lines)
 
 
+# ---- today's formulation: the evidence beside the paper's table (results/evidence/README.md) ----
+
+# The paper's main table, BAR-PPO (median of 17 agents), and the published PPO (the ATLA release's
+# median agent under its strongest attack; gym v2 tasks): (natural, worst case).
+PAPER_BARPPO = {"Hopper-v4": (3684, 1340), "Walker2d-v4": (4732, 2699), "HalfCheetah-v4": (4837, 3181),
+                "Ant-v4": (5024, 2825)}
+PUBLISHED_PPO = {"Hopper-v4": (3167.3, 636.4), "Walker2d-v4": (4471.7, 1085.5),
+                 "HalfCheetah-v4": (7116.7, -660.5), "Ant-v4": (5687.0, -871.7)}
+
+
+def agent_result(folder):
+    """An agent's natural return and worst case from all its complete records (eval.json and
+    every re-evaluation beside it): the worst case is the lowest mean return of any attack in any
+    record. None unless the six attacks have all run."""
+    records = [read_record(p) for p in sorted(folder.glob("eval*.json"))]
+    records = [r for r in records if not r.get("partial")]
+    measured = [(name, r["mean"]) for record in records for name, r in record["returns"].items()]
+    if not set(SUITE) <= {name for name, _ in measured}:
+        return None
+    worst_attack, worst = min(((n, m) for n, m in measured if n != "none"), key=lambda t: t[1])
+    natural = next(m for n, m in measured if n == "none")
+    return {"natural": natural, "worst": worst, "worst_attack": worst_attack,
+            "returns": {n: min(m for a, m in measured if a == n) for n, _ in measured}, "folder": folder}
+
+
+def evidence_runs(root=ROOT):
+    """Every finished agent of today's formulation that counts for the evidence: evidence/<task>/
+    <variant>/seed<k>, and the runs made elsewhere with the same settings (SPO: actors/<task>/envs1;
+    BARPO with and without guidance: kappa/<task>/barpo-kappa<K>, K the chosen value, and 0).
+    One dict per agent."""
+    root = Path(root)
+    places = [(p, p.parts[-3], p.parts[-2]) for p in sorted(root.glob("evidence/*/*/seed*"))]
+    places += [(p, p.parts[-3], "spo") for p in sorted(root.glob("actors/*/envs1/seed*"))]
+    places += [(p, p.parts[-3], p.parts[-2]) for p in sorted(root.glob("kappa/*/*/seed*"))
+               if p.parts[-2] in ("barpo-kappa0", guided(p.parts[-3]))]
+    runs, seen = [], set()
+    for folder, task, variant in places:
+        key = (task, variant, int(folder.name[4:]))
+        result = agent_result(folder)
+        if result and key not in seen:
+            seen.add(key)
+            runs.append({"task": task, "variant": variant, "seed": key[2], **result})
+    return runs
+
+
+def guided(task):
+    """The BARPO variant of a task: barpo-kappa<K>, K the kappa barpo.py uses there by default."""
+    sys.path.insert(0, str(ROOT.parent))
+    import barpo
+    return f"barpo-kappa{barpo.task_config(task, 'barpo').kappa:g}"
+
+
+def cell(natural, worst, seeds=None):
+    """natural / worst (robustness = worst / natural - 1), and the number of seeds."""
+    text = f"{natural:.0f} / {worst:.0f} ({worst / natural - 1:+.2f})"
+    return text + (f", {seeds}" if seeds is not None else "")
+
+
+def median_cell(runs):
+    if not runs:
+        return "-"
+    return cell(statistics.median(r["natural"] for r in runs), statistics.median(r["worst"] for r in runs),
+                len(runs))
+
+
+def evidence_table(runs):
+    """The README's table: medians over seeds of SPO, ARPO and BARPO, the paper's BAR-PPO and
+    the published PPO beside them."""
+    lines = ["| task (eps; kappa) | SPO | ARPO | BARPO | paper's BAR-PPO | published PPO |",
+             "|---|---|---|---|---|---|"]
+    sys.path.insert(0, str(ROOT.parent))
+    import barpo
+    for task in TASKS:
+        mine = groups([r for r in runs if r["task"] == task], "variant")
+        cells = [median_cell(mine.get((v,), [])) for v in ("spo", "arpo", guided(task))]
+        lines.append(f"| {task} ({barpo.TASK_EPS[task.split('-')[0]]}; "
+                     f"{guided(task).removeprefix('barpo-kappa')}) | " + " | ".join(cells)
+                     + f" | {cell(*PAPER_BARPPO[task], 17)} | {cell(*PUBLISHED_PPO[task])} |")
+    return "\n".join(lines)
+
+
+def ablation_table(runs):
+    """The paper's four configurations: ARPO, ARPO with guidance, BARPO without, BARPO."""
+    lines = ["| task | ARPO | ARPO with guidance | BARPO without guidance | BARPO |", "|---|---|---|---|---|"]
+    for task in TASKS:
+        kappa = guided(task).removeprefix("barpo-kappa")
+        mine = groups([r for r in runs if r["task"] == task], "variant")
+        variants = ("arpo", f"arpo-kappa{kappa}", "barpo-kappa0", f"barpo-kappa{kappa}")
+        if (variants[1],) in mine or (variants[2],) in mine:
+            lines.append(f"| {task} (kappa {kappa}) | " + " | ".join(median_cell(mine.get((v,), []))
+                                                                   for v in variants) + " |")
+    return "\n".join(lines)
+
+
+def seed_by_seed(runs):
+    """BARPO against ARPO on every seed both have: the paper's "consistently outperforms"."""
+    lines = ["| task | seed | natural: BARPO / ARPO | worst case: BARPO / ARPO | BARPO above in both |",
+             "|---|---|---|---|---|"]
+    for task in TASKS:
+        by = {(r["variant"], r["seed"]): r for r in runs if r["task"] == task}
+        for seed in sorted({s for v, s in by if v == "arpo" and (guided(task), s) in by}):
+            b, a = by[(guided(task), seed)], by[("arpo", seed)]
+            both = b["natural"] > a["natural"] and b["worst"] > a["worst"]
+            lines.append(f"| {task} | {seed} | {b['natural']:.0f} / {a['natural']:.0f} | "
+                         f"{b['worst']:.0f} / {a['worst']:.0f} | {'yes' if both else 'no'} |")
+    return "\n".join(lines)
+
+
+def agents_table(runs):
+    lines = ["| task | variant | seed | natural | " + " | ".join(SUITE) + " | worst (attack) | folder |",
+             "|---|---|---|---|" + "---|" * (len(SUITE) + 2)]
+    order = lambda r: (TASKS.index(r["task"]), r["variant"], r["seed"])
+    for r in sorted(runs, key=order):
+        lines.append(f"| {r['task']} | {r['variant']} | {r['seed']} | {r['natural']:.0f} | "
+                     + " | ".join(f"{r['returns'][a]:.0f}" for a in SUITE)
+                     + f" | {r['worst']:.0f} ({r['worst_attack']}) | {r['folder'].relative_to(ROOT.parent)} |")
+    return "\n".join(lines)
+
+
+def evidence_label(task, variant):
+    kappa = guided(task).removeprefix("barpo-kappa")
+    return {"spo": "SPO", "arpo": "ARPO", guided(task): f"BARPO (kappa {kappa})", "barpo-kappa0":
+            "BARPO without guidance", f"arpo-kappa{kappa}": "ARPO with guidance"}.get(variant, variant)
+
+
+# Colour-blind-safe colours (Okabe and Ito) and a marker per method, the same in every figure.
+STYLE = {"SPO": ("#0072B2", "o"), "ARPO": ("#E69F00", "s"), "BARPO": ("#009E73", "^"),
+         "BARPO without guidance": ("#CC79A7", "v"), "ARPO with guidance": ("#D55E00", "D")}
+
+
+def evidence_figure(runs, path):
+    """The README's figure: natural against worst case per agent, a panel per task with runs;
+    large markers are the medians, the dotted diagonal is where no attack costs anything."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    tasks = [t for t in TASKS if any(r["task"] == t for r in runs)]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 4.4), constrained_layout=True,
+                             squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for (variant,), seeds in groups([r for r in runs if r["task"] == task], "variant").items():
+            label = evidence_label(task, variant)
+            color, marker = STYLE.get(label.split(" (")[0], ("#999999", "P"))
+            ax.scatter([r["natural"] for r in seeds], [r["worst"] for r in seeds], color=color,
+                       marker=marker, alpha=0.5, s=30)
+            ax.scatter(statistics.median(r["natural"] for r in seeds), statistics.median(r["worst"] for r in seeds),
+                       color=color, marker=marker, s=170, edgecolor="black", label=f"{label}, {len(seeds)}")
+        natural, worst = PAPER_BARPPO[task]
+        ax.scatter(natural, worst, marker="*", s=260, color="white", edgecolor="black", label="paper's BAR-PPO")
+        values = [v for r in runs if r["task"] == task for v in (r["natural"], r["worst"])] + [natural, worst]
+        top, bottom = max(values) * 1.08, min(0.0, *values) - 0.03 * max(values)
+        ax.plot([bottom, top], [bottom, top], ":", color="gray", lw=1)
+        ax.set(title=task, xlabel="natural return", ylabel="worst case (lowest over six attacks)",
+               xlim=(bottom, top), ylim=(bottom, top))
+        ax.legend(loc="upper left", fontsize=9, title="median, seeds", title_fontsize=9)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+def evidence_tables(runs):
+    return "\n".join([
+        "# SPO, ARPO and BARPO: the paper's formulation at the published settings\n",
+        "Made by `python results/summarize.py` from the run folders (results/evidence/README.md "
+        "says which count). Cells: median natural / median worst case (robustness = worst / "
+        "natural - 1), seeds. The worst case of an agent is the lowest mean return of any attack "
+        "in any of its records (50 episodes, deterministic actions). The paper's BAR-PPO: its "
+        "main table, the median of 17 agents under the same six attacks; the published PPO: the "
+        "ATLA release's median agent under its strongest attack (gym v2 tasks).\n",
+        evidence_table(runs), "\n## The paper's ablation\n", ablation_table(runs),
+        "\n## BARPO against ARPO, seed by seed\n", seed_by_seed(runs),
+        "\n## Every agent, every attack\n", agents_table(runs)]) + "\n"
+
+
+README_TABLE = ("<!-- the table below is written by results/summarize.py -->", "<!-- end of the table -->")
+
+
+def with_readme_table(readme, runs):
+    """The README's text with its table (between the README_TABLE marks) made anew."""
+    start, end = readme.index(README_TABLE[0]) + len(README_TABLE[0]), readme.index(README_TABLE[1])
+    return readme[:start] + "\n" + evidence_table(runs) + "\n" + readme[end:]
+
+
+def write_all(root=ROOT):
+    """TABLES.md, overview.png and the README's table (today's formulation); EARLIER.md and
+    earlier.png (the earlier formulation's agents)."""
+    runs = evidence_runs(root)
+    (root / "TABLES.md").write_text(evidence_tables(runs))
+    evidence_figure(runs, root / "overview.png")
+    readme = root.parent / "README.md"
+    readme.write_text(with_readme_table(readme.read_text(), runs))
+    earlier, zero = load_runs(root), json.loads((root / "zero_action.json").read_text())
+    (root / "EARLIER.md").write_text(tables(earlier, zero))
+    figure(earlier, root / "earlier.png")
+    print(evidence_table(runs))
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["commands"]:
         print("\n".join(commands()))
@@ -343,8 +549,4 @@ if __name__ == "__main__":
     elif sys.argv[1:] == ["kappa"]:
         print(kappa_table())
     else:
-        runs = load_runs()
-        zero = json.loads((ROOT / "zero_action.json").read_text())
-        (ROOT / "TABLES.md").write_text(tables(runs, zero))
-        figure(runs, ROOT / "overview.png")
-        print(readme_table(runs))
+        write_all()
