@@ -1097,11 +1097,13 @@ def execute_notebook(mode):
 def test_notebook_runs_in_quick_mode():
     text = execute_notebook("BARPO_QUICK")
     assert "mode: QUICK" in text
-    # the toy's claim, from the notebook's own numbers: ARPO sticks, the kappa ramp does not
-    share = {line[:30].strip(): float(line[30:].split()[0]) for line in text.splitlines()
-             if line.startswith(("SPO (kappa 0)", "ARPO (kappa 1)", "BARPO ramp"))}
-    assert share["SPO (kappa 0)"] < 0.1 and share["ARPO (kappa 1)"] < 0.5
-    assert share["BARPO ramp 0->1 (first half)"] > 0.9
+    # the toy's readings, from the notebook's own numbers (optimal, sticky, vulnerable shares):
+    # SPO ends vulnerable, ARPO sticks from many starts, BARPO with and without guidance does not
+    share = {m[1]: [float(x) for x in m.groups()[1:]] for m in re.finditer(
+        r"^((?:SPO|ARPO|BARPO).*?) +(\d\.\d\d) +(\d\.\d\d) +(\d\.\d\d) +\d\.\d{3} +\d\.\d{3}$", text, re.M)}
+    assert share["SPO"][2] > 0.9 and share["ARPO"][1] > 0.3
+    assert share["BARPO without guidance"][0] > 0.9 and share["BARPO (kappa 1)"][0] > 0.9
+    assert "the KL adversary d = +0.85" in text
     assert "these verdicts mean nothing" in text
 
 
