@@ -1119,7 +1119,7 @@ def test_notebook_runs_in_class_mode_on_the_shipped_agents():
         natural = record["returns"]["none"]["mean"]
         assert re.search(rf"^{re.escape(LABELS[method])} +{natural:.0f} ", text, re.M), method
     sections = re.findall(r"^(\d+\. [a-z -]+?) +\d+$", text, re.M)
-    assert sections == ["2. set-up", "3. toy", "4. tilting", "5. kappa probe", "6. training", "7. robustness",
+    assert sections == ["2. set-up", "3. toy", "4. kl and value", "5. lower level", "6. training", "7. robustness",
                         "8. shipped seeds", "9. interpolation", "10. film", "12. summary"]
     assert re.search(r"^3\. BARPO gets both .*: (holds|does NOT hold) here$", text, re.M)
 
@@ -1142,17 +1142,26 @@ def notebook_exercises():
 MISTAKES = {
     "my_gaussian_kl": "def my_gaussian_kl(mu_p, mu_q, log_std):\n"
                       "    return ((mu_p - mu_q) ** 2 / (2 * torch.exp(log_std))).sum(-1)\n",
-    "my_kl_adversary": "def my_kl_adversary(agent, obs):\n"
+    "my_kl_adversary": "def my_kl_adversary(agent, obs):\n"               # no gradient for the solver
                        "    def objective(o_hat):\n"
-                       "        return ((agent.mu(obs) - agent.mu(o_hat)) ** 2 / (2 * agent.log_std.exp())).sum(-1)\n"
+                       "        with torch.no_grad():\n"
+                       "            return barpo.gaussian_kl(agent.mu(obs), agent.mu(o_hat), agent.log_std)\n"
                        "    return objective\n",
+    "my_sgld_attack": "def my_sgld_attack(obs, objective, eps, steps, beta=barpo.SGLD_BETA):\n"
+                      "    alpha = eps / steps\n"                      # the noise does not shrink
+                      "    o_hat = obs + alpha * torch.randn_like(obs).sign()\n"
+                      "    for k in range(steps):\n"
+                      "        grad = barpo.input_gradient(lambda x: objective(x).sum(), o_hat)\n"
+                      "        noise = (2 * alpha * beta) ** 0.5 * torch.randn_like(obs)\n"
+                      "        o_hat = torch.min(torch.max(o_hat + alpha * (grad + noise).sign(), obs - eps), obs + eps)\n"
+                      "    return o_hat\n",
     "my_eps_ramp": "def my_eps_ramp(progress, ramp):\n    return progress / ramp\n",
 }
 
 
 def test_notebook_exercises_accept_the_solutions_and_catch_mistakes(capsys):
     helpers, exercises = notebook_exercises()
-    assert len(exercises) >= 2
+    assert len(exercises) >= 4
     assert {re.match(r"def (my_\w+)", stub).group(1) for stub, _, _ in exercises} == set(MISTAKES)
     for stub, checker, solution in exercises:
         name = re.match(r"def (my_\w+)", stub).group(1)
