@@ -38,6 +38,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+import barpo   # noqa: E402  (its TASK_EPS and default kappa name the evidence's BARPO per task)
 EARLIER = ("full", "short")
 KAPPA_RUNS = 12               # results/kappa: 2 tasks x 3 values x 2 seeds
 TASKS = ("Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4")
@@ -392,8 +394,6 @@ def evidence_runs(root=ROOT):
 
 def guided(task):
     """The BARPO variant of a task: barpo-kappa<K>, K the kappa barpo.py uses there by default."""
-    sys.path.insert(0, str(ROOT.parent))
-    import barpo
     return f"barpo-kappa{barpo.task_config(task, 'barpo').kappa:g}"
 
 
@@ -415,8 +415,6 @@ def evidence_table(runs):
     the published PPO beside them."""
     lines = ["| task (eps; kappa) | SPO | ARPO | BARPO | paper's BAR-PPO | published PPO |",
              "|---|---|---|---|---|---|"]
-    sys.path.insert(0, str(ROOT.parent))
-    import barpo
     for task in TASKS:
         mine = groups([r for r in runs if r["task"] == task], "variant")
         cells = [median_cell(mine.get((v,), [])) for v in ("spo", "arpo", guided(task))]
