@@ -46,7 +46,8 @@ TASKS = ("Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4")
 METHODS = ("spo", "arpo", "barpo-kappa0.02")       # the three methods; barpo-kappa0.02 is the default
 SUITE = ("random", "critic", "mad", "rs", "sarl", "paad")
 RENAMED = {"optimal": "sarl"}   # as barpo.RENAMED: SA-RL's name in the older records
-COLORS = {"spo": "tab:blue", "arpo": "tab:orange", "barpo-kappa0.02": "tab:green"}
+COLORS = {"spo": "#0072B2", "arpo": "#E69F00", "barpo-kappa0.02": "#009E73"}   # Okabe and Ito: colour-blind safe
+MARKERS = {"spo": "o", "arpo": "s", "barpo-kappa0.02": "^"}
 LABELS = {"spo": "SPO", "arpo": "ARPO", "barpo-kappa0.02": "earlier BARPO (kappa 0.02)"}
 
 
@@ -212,12 +213,13 @@ def tables(runs, zero):
 
 
 def scatter_panel(ax, runs, title):
-    """Natural against worst-case return: a dot per seed, a star per variant's median, and the
+    """Natural against worst-case return: a marker per seed, a star per variant's median, and the
     diagonal where no attack costs anything. Up is robust, right is strong without attack."""
     spare = iter(["tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive"])
     for (variant,), seeds in groups(runs, "variant").items():
         color = COLORS.get(variant) or next(spare)
-        ax.scatter([r["natural"] for r in seeds], [r["worst"] for r in seeds], color=color, alpha=0.55, s=24)
+        ax.scatter([r["natural"] for r in seeds], [r["worst"] for r in seeds], color=color, alpha=0.55, s=28,
+                   marker=MARKERS.get(variant, "o"))
         ax.scatter(statistics.median(r["natural"] for r in seeds), statistics.median(r["worst"] for r in seeds),
                    color=color, marker="*", s=260, edgecolor="black", label=LABELS.get(variant, variant))
     values = [v for r in runs for v in (r["natural"], r["worst"])]
