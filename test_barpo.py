@@ -977,6 +977,24 @@ def test_paper_formulation_agent_has_its_six_attacks_and_settings(run):
         assert int(curve[-1]["env_steps"]) == settings["attacker_steps"]
 
 
+def test_every_agent_of_the_evidence_has_a_complete_record_of_the_method_it_stands_for():
+    """Each agent the README's table counts (results/summarize.py evidence_runs) has one finished
+    record of all six attacks, naming the settings it was trained with, and they are its column's:
+    spo, arpo or barpo, kappa as its folder says."""
+    sys.path.insert(0, str(HERE / "results"))
+    import summarize
+    for agent in summarize.evidence_runs():
+        records = [barpo.read_record(p) for p in agent["folder"].glob("eval*.json")]
+        complete = [r for r in records if not r["partial"] and set(barpo.ATTACKS) <= set(r["returns"])]
+        assert complete, agent["folder"]
+        for record in complete:
+            algo, _, kappa = agent["variant"].partition("-kappa")
+            trained = record["trained_with"]
+            assert (record["env"], record["algo"], record["seed"]) == (agent["task"], algo, agent["seed"])
+            assert trained["kappa"] == (float(kappa) if kappa else 0.0) and trained["num_envs"] == 1
+            assert record["lower_level"] == barpo.LOWER_LEVEL[algo] and record["episodes"] == 50
+
+
 # The re-evaluation with the stronger rs (a sweep of Q models) and PA-AD (cos+norm actor)
 STRONGER = sorted(p.relative_to(HERE) for p in HERE.glob("results/full/*/*/seed*/eval-none+rs+paad-*.json"))
 
