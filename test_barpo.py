@@ -1054,6 +1054,24 @@ def test_an_agents_worst_case_is_its_lowest_return_in_any_record(tmp_path):
     assert round(walker["worst"]) == 1266 and walker["worst_attack"] == "sarl at the end of training"
 
 
+def test_the_verdict_is_made_from_the_numbers():
+    """The README's verdict on made-up agents: BARPO above ARPO on one of two seeds is not
+    "consistently"; the ablation's changes and SPO against the published PPO are computed."""
+    sys.path.insert(0, str(HERE / "results"))
+    import summarize
+    guided = summarize.guided("Hopper-v4")
+    run = lambda variant, seed, natural, worst: {"task": "Hopper-v4", "variant": variant, "seed": seed,
+                                                 "natural": natural, "worst": worst}
+    runs = [run(guided, 0, 3000, 1500), run(guided, 1, 2000, 900), run("arpo", 0, 1000, 500),
+            run("arpo", 1, 2500, 1000), run("barpo-kappa0", 0, 3500, 520), run("spo", 0, 3167.3, 400)]
+    text = summarize.verdict(runs)
+    assert "on 1 of 2 seeds" in text and "does not hold" in text
+    assert "natural +100%, worst case -31% (the paper: +75%, +4%)" in text      # 3500 / 1750, 520 / 750
+    assert "published PPO's 3167 (+0%)" in text
+    runs[1] = run(guided, 1, 2600, 1100)
+    assert "on 2 of 2 seeds" in summarize.verdict(runs) and "holds here" in summarize.verdict(runs)
+
+
 def test_the_kappa_rule_as_written():
     """results/kappa/README.md's rule on made-up medians: the best worst case among values within
     90% of the best natural return, a 5% tie going to the higher natural; one value for every task

@@ -453,6 +453,59 @@ def seed_by_seed(runs):
     return "\n".join(lines)
 
 
+# The paper's ablation, as relative changes (natural, worst case): BARPO without guidance against
+# ARPO, and BARPO against ARPO with guidance (None where the paper gives no number).
+PAPER_BARE_VS_ARPO = {"Hopper-v4": (0.75, 0.04), "Walker2d-v4": (1.04, 1.73), "HalfCheetah-v4": (1.56, 2.09),
+                      "Ant-v4": (1.13, 0.61)}
+PAPER_BARPO_VS_GUIDED_ARPO = {"Hopper-v4": (3684 / 3699 - 1, 0.19), "HalfCheetah-v4": (4837 / 4997 - 1, 1.93),
+                              "Ant-v4": (5024 / 5390 - 1, 1.38)}
+
+
+def medians(runs):
+    return statistics.median(r["natural"] for r in runs), statistics.median(r["worst"] for r in runs)
+
+
+def change(ours, theirs):
+    return f"{ours / theirs - 1:+.0%}" if theirs > 0 else "n/a (its base is not positive)"
+
+
+def verdict(runs):
+    """The verdict's lines, made from the numbers: per task, BARPO against ARPO seed by seed and in
+    the medians; the ablation's two claims beside the paper's; our SPO beside the published PPO."""
+    lines = []
+    for task in TASKS:
+        by = groups([r for r in runs if r["task"] == task], "variant")
+        barpo_runs, arpo_runs = by.get((guided(task),), []), by.get(("arpo",), [])
+        said = []
+        if barpo_runs and arpo_runs:
+            seeds = {r["seed"]: r for r in arpo_runs}
+            both = [r["seed"] for r in barpo_runs if r["seed"] in seeds
+                    and r["natural"] > seeds[r["seed"]]["natural"] and r["worst"] > seeds[r["seed"]]["worst"]]
+            shared = [r["seed"] for r in barpo_runs if r["seed"] in seeds]
+            (bn, bw), (an, aw) = medians(barpo_runs), medians(arpo_runs)
+            said.append(f"BARPO above ARPO in natural and worst case on {len(both)} of {len(shared)} "
+                        f"seeds; medians {bn:.0f} / {bw:.0f} against {an:.0f} / {aw:.0f}, so the paper's "
+                        f"\"consistently outperforms\" {'holds' if both and len(both) == len(shared) else 'does not hold'} here")
+        bare, guided_arpo = by.get(("barpo-kappa0",), []), by.get((f"arpo-kappa{guided(task).removeprefix('barpo-kappa')}",), [])
+        if bare and arpo_runs:
+            (n0, w0), (an, aw) = medians(bare), medians(arpo_runs)
+            paper = PAPER_BARE_VS_ARPO[task]
+            said.append(f"BARPO without guidance against ARPO: natural {change(n0, an)}, worst case "
+                        f"{change(w0, aw)} (the paper: {paper[0]:+.0%}, {paper[1]:+.0%})")
+        if barpo_runs and guided_arpo:
+            (bn, bw), (gn, gw) = medians(barpo_runs), medians(guided_arpo)
+            paper = PAPER_BARPO_VS_GUIDED_ARPO.get(task)
+            said.append(f"BARPO against ARPO with guidance: natural {change(bn, gn)}, worst case {change(bw, gw)}"
+                        + (f" (the paper: {paper[0]:+.0%}, {paper[1]:+.0%})" if paper else ""))
+        if by.get(("spo",)):
+            natural, published = medians(by[("spo",)])[0], PUBLISHED_PPO[task][0]
+            said.append(f"our SPO's median natural return {natural:.0f} against the published PPO's "
+                        f"{published:.0f} ({change(natural, published)})")
+        if said:
+            lines.append(f"- {task}: " + "; ".join(said) + ".")
+    return "\n".join(lines) or "- No task has agents of both BARPO and ARPO yet: no verdict."
+
+
 def agents_table(runs):
     lines = ["| task | variant | seed | natural | " + " | ".join(SUITE) + " | worst (attack) | folder |",
              "|---|---|---|---|" + "---|" * (len(SUITE) + 2)]
@@ -513,18 +566,20 @@ def evidence_tables(runs):
         "in any of its records (50 episodes, deterministic actions). The paper's BAR-PPO: its "
         "main table, the median of 17 agents under the same six attacks; the published PPO: the "
         "ATLA release's median agent under its strongest attack (gym v2 tasks).\n",
-        evidence_table(runs), "\n## The paper's ablation\n", ablation_table(runs),
+        evidence_table(runs), "\n## What the numbers say\n", verdict(runs),
+        "\n## The paper's ablation\n", ablation_table(runs),
         "\n## BARPO against ARPO, seed by seed\n", seed_by_seed(runs),
         "\n## Every agent, every attack\n", agents_table(runs)]) + "\n"
 
 
-README_TABLE = ("<!-- the table below is written by results/summarize.py -->", "<!-- end of the table -->")
+README_TABLE = ("<!-- results/summarize.py writes the table and verdict below -->",
+                "<!-- end of what results/summarize.py writes -->")
 
 
 def with_readme_table(readme, runs):
-    """The README's text with its table (between the README_TABLE marks) made anew."""
+    """The README's text with its table and verdict (between the README_TABLE marks) made anew."""
     start, end = readme.index(README_TABLE[0]) + len(README_TABLE[0]), readme.index(README_TABLE[1])
-    return readme[:start] + "\n" + evidence_table(runs) + "\n" + readme[end:]
+    return readme[:start] + "\n" + evidence_table(runs) + "\n\n" + verdict(runs) + "\n" + readme[end:]
 
 
 def write_all(root=ROOT):
