@@ -1424,8 +1424,9 @@ def writable_folder(path, flag):
         raise UsageError(f"{flag} {path} is a file, not a folder; give a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        (path / ".barpo-write-test").touch()
-        (path / ".barpo-write-test").unlink()
+        probe = path / ".barpo-write-test"
+        probe.touch()
+        probe.unlink()
     except OSError as e:
         raise UsageError(f"{flag} {path}: cannot write there ({e.strerror}); give a folder you can write")
 
