@@ -525,11 +525,14 @@ def make_envs(env_id, num_envs, vectorization="sync"):
     except gym.error.DependencyNotInstalled as e:
         raise InputError(f"{env_id} needs a package that is not installed ({e})")
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
-    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1
-            and isinstance(act_space, gym.spaces.Box)):
+    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
         envs.close()
-        raise InputError(f"{env_id} has observations {obs_space} and actions {act_space}; these "
-                         f"methods need a 1-D Box of each (continuous observations and actions)")
+        raise InputError(f"{env_id} has observation space {obs_space}; the attacks need a 1-D "
+                         f"Box (a vector of numbers)")
+    if not isinstance(act_space, gym.spaces.Box):
+        envs.close()
+        raise InputError(f"{env_id} has action space {act_space}; these methods need a Box "
+                         f"(continuous actions)")
     return envs
 
 
