@@ -405,11 +405,12 @@ def cell(natural, worst, seeds=None):
     return text + (f", {seeds}" if seeds is not None else "")
 
 
+def medians(runs):
+    return statistics.median(r["natural"] for r in runs), statistics.median(r["worst"] for r in runs)
+
+
 def median_cell(runs):
-    if not runs:
-        return "-"
-    return cell(statistics.median(r["natural"] for r in runs), statistics.median(r["worst"] for r in runs),
-                len(runs))
+    return cell(*medians(runs), len(runs)) if runs else "-"
 
 
 def evidence_table(runs):
@@ -459,10 +460,6 @@ PAPER_BARE_VS_ARPO = {"Hopper-v4": (0.75, 0.04), "Walker2d-v4": (1.04, 1.73), "H
                       "Ant-v4": (1.13, 0.61)}
 PAPER_BARPO_VS_GUIDED_ARPO = {"Hopper-v4": (3684 / 3699 - 1, 0.19), "HalfCheetah-v4": (4837 / 4997 - 1, 1.93),
                               "Ant-v4": (5024 / 5390 - 1, 1.38)}
-
-
-def medians(runs):
-    return statistics.median(r["natural"] for r in runs), statistics.median(r["worst"] for r in runs)
 
 
 def change(ours, theirs):
