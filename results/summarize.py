@@ -39,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
-import barpo   # noqa: E402  (its TASK_EPS and default kappa name the evidence's BARPO per task)
+import barpo   # noqa: E402  (its TASK_EPS and default kappa)
 EARLIER = ("full", "short")
 KAPPA_RUNS = 12               # results/kappa: 2 tasks x 3 values x 2 seeds
 TASKS = ("Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4")
@@ -377,13 +377,13 @@ def agent_result(folder):
 def evidence_runs(root=ROOT):
     """Every finished agent of today's formulation that counts for the evidence: evidence/<task>/
     <variant>/seed<k>, and the runs made elsewhere with the same settings (SPO: actors/<task>/envs1;
-    BARPO with and without guidance: kappa/<task>/barpo-kappa<K>, K the chosen value, and 0).
-    One dict per agent."""
+    BARPO: kappa/<task>/barpo-kappa0; BARPO with guidance: kappa/<task>/barpo-kappa1). One dict
+    per agent, its variant one of VARIANTS."""
     root = Path(root)
     places = [(p, p.parts[-3], p.parts[-2]) for p in sorted(root.glob("evidence/*/*/seed*"))]
     places += [(p, p.parts[-3], "spo") for p in sorted(root.glob("actors/*/envs1/seed*"))]
-    places += [(p, p.parts[-3], p.parts[-2]) for p in sorted(root.glob("kappa/*/*/seed*"))
-               if p.parts[-2] in ("barpo-kappa0", guided(p.parts[-3]))]
+    places += [(p, p.parts[-3], KAPPA_RUN_VARIANTS[p.parts[-2]]) for p in sorted(root.glob("kappa/*/*/seed*"))
+               if p.parts[-2] in KAPPA_RUN_VARIANTS]
     runs, seen = [], set()
     for folder, task, variant in places:
         key = (task, variant, int(folder.name[4:]))
@@ -394,9 +394,12 @@ def evidence_runs(root=ROOT):
     return runs
 
 
-def guided(task):
-    """The BARPO variant of a task: barpo-kappa<K>, K the kappa barpo.py uses there by default."""
-    return f"barpo-kappa{barpo.task_config(task, 'barpo').kappa:g}"
+# The evidence's variants: the three methods at barpo.py's defaults (kappa 0, chosen by
+# results/kappa), and the ablation's guided configurations at kappa 1 (CAR-PPO's Hopper weight).
+GUIDED = f"kappa{1:g}"
+VARIANTS = {"spo": "SPO", "arpo": "ARPO", "barpo": "BARPO", f"arpo-{GUIDED}": "ARPO with guidance",
+            f"barpo-{GUIDED}": "BARPO with guidance"}
+KAPPA_RUN_VARIANTS = {f"barpo-kappa{barpo.Config.kappa:g}": "barpo", f"barpo-{GUIDED}": f"barpo-{GUIDED}"}
 
 
 def cell(natural, worst, seeds=None):
@@ -416,27 +419,26 @@ def median_cell(runs):
 def evidence_table(runs):
     """The README's table: medians over seeds of SPO, ARPO and BARPO, the paper's BAR-PPO and
     the published PPO beside them."""
-    lines = ["| task (eps; kappa) | SPO | ARPO | BARPO | paper's BAR-PPO | published PPO |",
+    lines = [f"| task (eps) | SPO | ARPO | BARPO (kappa {barpo.Config.kappa:g}) | paper's BAR-PPO | published PPO |",
              "|---|---|---|---|---|---|"]
     for task in TASKS:
         mine = groups([r for r in runs if r["task"] == task], "variant")
-        cells = [median_cell(mine.get((v,), [])) for v in ("spo", "arpo", guided(task))]
-        lines.append(f"| {task} ({barpo.TASK_EPS[task.split('-')[0]]}; "
-                     f"{guided(task).removeprefix('barpo-kappa')}) | " + " | ".join(cells)
+        cells = [median_cell(mine.get((v,), [])) for v in ("spo", "arpo", "barpo")]
+        lines.append(f"| {task} ({barpo.TASK_EPS[task.split('-')[0]]}) | " + " | ".join(cells)
                      + f" | {cell(*PAPER_BARPPO[task], 17)} | {cell(*PUBLISHED_PPO[task])} |")
     return "\n".join(lines)
 
 
 def ablation_table(runs):
-    """The paper's four configurations: ARPO, ARPO with guidance, BARPO without, BARPO."""
-    lines = ["| task | ARPO | ARPO with guidance | BARPO without guidance | BARPO |", "|---|---|---|---|---|"]
+    """The paper's four configurations: ARPO, ARPO with guidance, BARPO without guidance (our
+    BARPO), BARPO with guidance (the paper's BARPO)."""
+    variants = ("arpo", f"arpo-{GUIDED}", "barpo", f"barpo-{GUIDED}")
+    lines = ["| task | ARPO | ARPO with guidance | BARPO without guidance (our BARPO) | BARPO with guidance "
+             "(the paper's BARPO) |", "|---|---|---|---|---|"]
     for task in TASKS:
-        kappa = guided(task).removeprefix("barpo-kappa")
         mine = groups([r for r in runs if r["task"] == task], "variant")
-        variants = ("arpo", f"arpo-kappa{kappa}", "barpo-kappa0", f"barpo-kappa{kappa}")
-        if (variants[1],) in mine or (variants[2],) in mine:
-            lines.append(f"| {task} (kappa {kappa}) | " + " | ".join(median_cell(mine.get((v,), []))
-                                                                   for v in variants) + " |")
+        if (variants[1],) in mine or (variants[3],) in mine:
+            lines.append(f"| {task} | " + " | ".join(median_cell(mine.get((v,), [])) for v in variants) + " |")
     return "\n".join(lines)
 
 
@@ -446,8 +448,8 @@ def seed_by_seed(runs):
              "|---|---|---|---|---|"]
     for task in TASKS:
         by = {(r["variant"], r["seed"]): r for r in runs if r["task"] == task}
-        for seed in sorted({s for v, s in by if v == "arpo" and (guided(task), s) in by}):
-            b, a = by[(guided(task), seed)], by[("arpo", seed)]
+        for seed in sorted({s for v, s in by if v == "arpo" and ("barpo", s) in by}):
+            b, a = by[("barpo", seed)], by[("arpo", seed)]
             both = b["natural"] > a["natural"] and b["worst"] > a["worst"]
             lines.append(f"| {task} | {seed} | {b['natural']:.0f} / {a['natural']:.0f} | "
                          f"{b['worst']:.0f} / {a['worst']:.0f} | {'yes' if both else 'no'} |")
@@ -472,7 +474,7 @@ def verdict(runs):
     lines = []
     for task in TASKS:
         by = groups([r for r in runs if r["task"] == task], "variant")
-        barpo_runs, arpo_runs = by.get((guided(task),), []), by.get(("arpo",), [])
+        barpo_runs, arpo_runs = by.get(("barpo",), []), by.get(("arpo",), [])
         said = []
         if barpo_runs and arpo_runs:
             seeds = {r["seed"]: r for r in arpo_runs}
@@ -480,19 +482,18 @@ def verdict(runs):
                     and r["natural"] > seeds[r["seed"]]["natural"] and r["worst"] > seeds[r["seed"]]["worst"]]
             shared = [r["seed"] for r in barpo_runs if r["seed"] in seeds]
             (bn, bw), (an, aw) = medians(barpo_runs), medians(arpo_runs)
-            said.append(f"BARPO above ARPO in natural and worst case on {len(both)} of {len(shared)} "
-                        f"seeds; medians {bn:.0f} / {bw:.0f} against {an:.0f} / {aw:.0f}, so the paper's "
-                        f"\"consistently outperforms\" {'holds' if both and len(both) == len(shared) else 'does not hold'} here")
-        bare, guided_arpo = by.get(("barpo-kappa0",), []), by.get((f"arpo-kappa{guided(task).removeprefix('barpo-kappa')}",), [])
-        if bare and arpo_runs:
-            (n0, w0), (an, aw) = medians(bare), medians(arpo_runs)
             paper = PAPER_BARE_VS_ARPO[task]
-            said.append(f"BARPO without guidance against ARPO: natural {change(n0, an)}, worst case "
-                        f"{change(w0, aw)} (the paper: {paper[0]:+.0%}, {paper[1]:+.0%})")
-        if barpo_runs and guided_arpo:
-            (bn, bw), (gn, gw) = medians(barpo_runs), medians(guided_arpo)
+            said.append(f"BARPO above ARPO in natural and worst case on {len(both)} of {len(shared)} "
+                        f"seeds, so the paper's \"consistently outperforms\" "
+                        f"{'holds' if both and len(both) == len(shared) else 'does not hold'} here; medians "
+                        f"{bn:.0f} / {bw:.0f} against {an:.0f} / {aw:.0f}: natural {change(bn, an)}, worst "
+                        f"case {change(bw, aw)} (the paper's BARPO without guidance against ARPO: "
+                        f"{paper[0]:+.0%}, {paper[1]:+.0%})")
+        guided_barpo, guided_arpo = by.get((f"barpo-{GUIDED}",), []), by.get((f"arpo-{GUIDED}",), [])
+        if guided_barpo and guided_arpo:
+            (bn, bw), (gn, gw) = medians(guided_barpo), medians(guided_arpo)
             paper = PAPER_BARPO_VS_GUIDED_ARPO.get(task)
-            said.append(f"BARPO against ARPO with guidance: natural {change(bn, gn)}, worst case {change(bw, gw)}"
+            said.append(f"BARPO with guidance against ARPO with guidance: natural {change(bn, gn)}, worst case {change(bw, gw)}"
                         + (f" (the paper: {paper[0]:+.0%}, {paper[1]:+.0%})" if paper else ""))
         if by.get(("spo",)):
             natural, published = medians(by[("spo",)])[0], PUBLISHED_PPO[task][0]
@@ -514,15 +515,9 @@ def agents_table(runs):
     return "\n".join(lines)
 
 
-def evidence_label(task, variant):
-    kappa = guided(task).removeprefix("barpo-kappa")
-    return {"spo": "SPO", "arpo": "ARPO", guided(task): f"BARPO (kappa {kappa})", "barpo-kappa0":
-            "BARPO without guidance", f"arpo-kappa{kappa}": "ARPO with guidance"}.get(variant, variant)
-
-
 # Colour-blind-safe colours (Okabe and Ito) and a marker per method, the same in every figure.
 STYLE = {"SPO": ("#0072B2", "o"), "ARPO": ("#E69F00", "s"), "BARPO": ("#009E73", "^"),
-         "BARPO without guidance": ("#CC79A7", "v"), "ARPO with guidance": ("#D55E00", "D")}
+         "BARPO with guidance": ("#CC79A7", "v"), "ARPO with guidance": ("#D55E00", "D")}
 
 
 def evidence_figure(runs, path):
@@ -536,8 +531,8 @@ def evidence_figure(runs, path):
                              squeeze=False)
     for ax, task in zip(axes[0], tasks):
         for (variant,), seeds in groups([r for r in runs if r["task"] == task], "variant").items():
-            label = evidence_label(task, variant)
-            color, marker = STYLE.get(label.split(" (")[0], ("#999999", "P"))
+            label = VARIANTS[variant]
+            color, marker = STYLE[label]
             ax.scatter([r["natural"] for r in seeds], [r["worst"] for r in seeds], color=color,
                        marker=marker, alpha=0.5, s=30)
             ax.scatter(statistics.median(r["natural"] for r in seeds), statistics.median(r["worst"] for r in seeds),
