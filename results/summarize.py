@@ -520,31 +520,41 @@ STYLE = {"SPO": ("#0072B2", "o"), "ARPO": ("#E69F00", "s"), "BARPO": ("#009E73",
          "BARPO with guidance": ("#CC79A7", "v"), "ARPO with guidance": ("#D55E00", "D")}
 
 
+def evidence_panel(ax, runs, task):
+    """One task's natural against worst case: a small marker per agent, a large one per variant's
+    median, the paper's BAR-PPO as a white star, and the dotted diagonal where no attack costs
+    anything. Up is robust, right is strong without attack."""
+    for (variant,), seeds in groups([r for r in runs if r["task"] == task], "variant").items():
+        label = VARIANTS[variant]
+        color, marker = STYLE[label]
+        ax.scatter([r["natural"] for r in seeds], [r["worst"] for r in seeds], color=color,
+                   marker=marker, alpha=0.5, s=30)
+        ax.scatter(statistics.median(r["natural"] for r in seeds), statistics.median(r["worst"] for r in seeds),
+                   color=color, marker=marker, s=170, edgecolor="black", label=f"{label}, {len(seeds)}")
+    natural, worst = PAPER_BARPPO[task]
+    ax.scatter(natural, worst, marker="*", s=260, color="white", edgecolor="black", label="paper's BAR-PPO")
+    values = [v for r in runs if r["task"] == task for v in (r["natural"], r["worst"])] + [natural, worst]
+    top, bottom = max(values) * 1.08, min(0.0, *values) - 0.03 * max(values)
+    ax.plot([bottom, top], [bottom, top], ":", color="gray", lw=1)
+    ax.set(title=task, xlabel="natural return", ylabel="worst case (lowest over six attacks)",
+           xlim=(bottom, top), ylim=(bottom, top))
+
+
 def evidence_figure(runs, path):
-    """The README's figure: natural against worst case per agent, a panel per task with runs;
-    large markers are the medians, the dotted diagonal is where no attack costs anything."""
+    """The README's figure: `evidence_panel` for each task with runs, two to a row."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     tasks = [t for t in TASKS if any(r["task"] == t for r in runs)]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 4.4), constrained_layout=True,
+    columns = min(2, len(tasks))
+    rows = (len(tasks) + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 4.4 * rows), constrained_layout=True,
                              squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for (variant,), seeds in groups([r for r in runs if r["task"] == task], "variant").items():
-            label = VARIANTS[variant]
-            color, marker = STYLE[label]
-            ax.scatter([r["natural"] for r in seeds], [r["worst"] for r in seeds], color=color,
-                       marker=marker, alpha=0.5, s=30)
-            ax.scatter(statistics.median(r["natural"] for r in seeds), statistics.median(r["worst"] for r in seeds),
-                       color=color, marker=marker, s=170, edgecolor="black", label=f"{label}, {len(seeds)}")
-        natural, worst = PAPER_BARPPO[task]
-        ax.scatter(natural, worst, marker="*", s=260, color="white", edgecolor="black", label="paper's BAR-PPO")
-        values = [v for r in runs if r["task"] == task for v in (r["natural"], r["worst"])] + [natural, worst]
-        top, bottom = max(values) * 1.08, min(0.0, *values) - 0.03 * max(values)
-        ax.plot([bottom, top], [bottom, top], ":", color="gray", lw=1)
-        ax.set(title=task, xlabel="natural return", ylabel="worst case (lowest over six attacks)",
-               xlim=(bottom, top), ylim=(bottom, top))
+    for ax, task in zip(axes.flat, tasks):
+        evidence_panel(ax, runs, task)
         ax.legend(loc="upper left", fontsize=9, title="median, seeds", title_fontsize=9)
+    for ax in axes.flat[len(tasks):]:
+        ax.axis("off")
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
 
