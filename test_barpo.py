@@ -1073,7 +1073,7 @@ def test_the_verdict_is_made_from_the_numbers():
     assert "with guidance: natural +25%, worst case -35% (the paper: -0%, +19%)" in text   # 3500 / 2800, 520 / 800
     assert "published PPO's 3167 (+0%)" in text
     runs[1] = run("barpo", 1, 2600, 1100)
-    assert "on 2 of 2 seeds" in summarize.verdict(runs) and "holds here" in summarize.verdict(runs)
+    assert "on 2 of 2 seeds" in summarize.verdict(runs) and "holds on these 2 seeds" in summarize.verdict(runs)
 
 
 def test_the_kappa_rule_as_written():

@@ -485,7 +485,8 @@ def verdict(runs):
             paper = PAPER_BARE_VS_ARPO[task]
             said.append(f"BARPO above ARPO in natural and worst case on {len(both)} of {len(shared)} "
                         f"seeds, so the paper's \"consistently outperforms\" "
-                        f"{'holds' if both and len(both) == len(shared) else 'does not hold'} here; medians "
+                        f"{'holds' if both and len(both) == len(shared) else 'does not hold'} on "
+                        f"{'this seed' if len(shared) == 1 else f'these {len(shared)} seeds'}; medians "
                         f"{bn:.0f} / {bw:.0f} against {an:.0f} / {aw:.0f}: natural {change(bn, an)}, worst "
                         f"case {change(bw, aw)} (the paper's BARPO without guidance against ARPO: "
                         f"{paper[0]:+.0%}, {paper[1]:+.0%})")
