@@ -396,7 +396,7 @@ def evidence_runs(root=ROOT):
 
 # The evidence's variants: the three methods at barpo.py's defaults (kappa 0, chosen by
 # results/kappa), and the ablation's guided configurations at kappa 1 (CAR-PPO's Hopper weight).
-GUIDED = f"kappa{1:g}"
+GUIDED = "kappa1"
 VARIANTS = {"spo": "SPO", "arpo": "ARPO", "barpo": "BARPO", f"arpo-{GUIDED}": "ARPO with guidance",
             f"barpo-{GUIDED}": "BARPO with guidance"}
 KAPPA_RUN_VARIANTS = {f"barpo-kappa{barpo.Config.kappa:g}": "barpo", f"barpo-{GUIDED}": f"barpo-{GUIDED}"}
@@ -525,7 +525,8 @@ def evidence_panel(ax, runs, task):
     """One task's natural against worst case: a small marker per agent, a large one per variant's
     median, the paper's BAR-PPO as a white star, and the dotted diagonal where no attack costs
     anything. Up is robust, right is strong without attack."""
-    for (variant,), seeds in groups([r for r in runs if r["task"] == task], "variant").items():
+    by_variant = groups([r for r in runs if r["task"] == task], "variant")
+    for (variant,), seeds in sorted(by_variant.items(), key=lambda item: list(VARIANTS).index(item[0][0])):
         label = VARIANTS[variant]
         color, marker = STYLE[label]
         ax.scatter([r["natural"] for r in seeds], [r["worst"] for r in seeds], color=color,
