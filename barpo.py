@@ -83,7 +83,7 @@ TASK_SETTINGS = {
 class Config:
     env: str = "Hopper-v4"
     algo: str = "barpo"                  # spo | arpo | barpo: which lower level (section 5)
-    kappa: float = 0.0                   # weight of SPO guidance (section 6); 0 chosen by results/kappa
+    kappa: float = 0.0                   # weight of SPO guidance in the upper level (section 6)
     total_steps: int = 976 * 2048        # trained in whole iterations: 1,998,848 steps
     seed: int = 0
     eps: float = 0.075                   # radius of the ball; task_config takes TASK_EPS
