@@ -1072,8 +1072,13 @@ def test_the_verdict_is_made_from_the_numbers():
     assert "natural +43%, worst case +60% (the paper's BARPO without guidance against ARPO: +75%, +4%)" in text
     assert "with guidance: natural +25%, worst case -35% (the paper: -0%, +19%)" in text   # 3500 / 2800, 520 / 800
     assert "published PPO's 3167 (+0%)" in text
+    assert ("BAR-PPO (3684 / 1340): natural -32%, worst case -10% (the goal's natural within 10%: "
+            "no, below it; worst case at least the paper's: no)") in text   # 2500 / 1200
     runs[1] = run("barpo", 1, 2600, 1100)
     assert "on 2 of 2 seeds" in summarize.verdict(runs) and "holds on these 2 seeds" in summarize.verdict(runs)
+    runs[:2] = [run("barpo", 0, 3600, 1400), run("barpo", 1, 3400, 1500)]   # medians 3500 / 1450
+    assert "natural -5%, worst case +8% (the goal's natural within 10%: yes; worst case at least the " \
+           "paper's: yes)" in summarize.verdict(runs)
 
 
 def test_the_kappa_rule_as_written():

@@ -470,7 +470,8 @@ def change(ours, theirs):
 
 def verdict(runs):
     """The verdict's lines, made from the numbers: per task, BARPO against ARPO seed by seed and in
-    the medians; the ablation's two claims beside the paper's; our SPO beside the published PPO."""
+    the medians; BARPO against the paper's BAR-PPO; the ablation's two claims beside the paper's;
+    our SPO beside the published PPO."""
     lines = []
     for task in TASKS:
         by = groups([r for r in runs if r["task"] == task], "variant")
@@ -490,6 +491,12 @@ def verdict(runs):
                         f"{bn:.0f} / {bw:.0f} against {an:.0f} / {aw:.0f}: natural {change(bn, an)}, worst "
                         f"case {change(bw, aw)} (the paper's BARPO without guidance against ARPO: "
                         f"{paper[0]:+.0%}, {paper[1]:+.0%})")
+        if barpo_runs:
+            (bn, bw), (pn, pw) = medians(barpo_runs), PAPER_BARPPO[task]
+            near = "yes" if abs(bn / pn - 1) <= 0.1 else "no, above it" if bn > pn else "no, below it"
+            said.append(f"BARPO's medians against the paper's BAR-PPO ({pn} / {pw}): natural "
+                        f"{change(bn, pn)}, worst case {change(bw, pw)} (the goal's natural within 10%: "
+                        f"{near}; worst case at least the paper's: {'yes' if bw >= pw else 'no'})")
         guided_barpo, guided_arpo = by.get((f"barpo-{GUIDED}",), []), by.get((f"arpo-{GUIDED}",), [])
         if guided_barpo and guided_arpo:
             (bn, bw), (gn, gw) = medians(guided_barpo), medians(guided_arpo)
