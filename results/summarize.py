@@ -477,13 +477,14 @@ def verdict(runs):
         by = groups([r for r in runs if r["task"] == task], "variant")
         barpo_runs, arpo_runs = by.get(("barpo",), []), by.get(("arpo",), [])
         said = []
+        if barpo_runs:
+            bn, bw = medians(barpo_runs)
         if barpo_runs and arpo_runs:
             seeds = {r["seed"]: r for r in arpo_runs}
             both = [r["seed"] for r in barpo_runs if r["seed"] in seeds
                     and r["natural"] > seeds[r["seed"]]["natural"] and r["worst"] > seeds[r["seed"]]["worst"]]
             shared = [r["seed"] for r in barpo_runs if r["seed"] in seeds]
-            (bn, bw), (an, aw) = medians(barpo_runs), medians(arpo_runs)
-            paper = PAPER_BARE_VS_ARPO[task]
+            (an, aw), paper = medians(arpo_runs), PAPER_BARE_VS_ARPO[task]
             said.append(f"BARPO above ARPO in natural and worst case on {len(both)} of {len(shared)} "
                         f"seeds, so the paper's \"consistently outperforms\" "
                         f"{'holds' if both and len(both) == len(shared) else 'does not hold'} on "
@@ -492,7 +493,7 @@ def verdict(runs):
                         f"case {change(bw, aw)} (the paper's BARPO without guidance against ARPO: "
                         f"{paper[0]:+.0%}, {paper[1]:+.0%})")
         if barpo_runs:
-            (bn, bw), (pn, pw) = medians(barpo_runs), PAPER_BARPPO[task]
+            pn, pw = PAPER_BARPPO[task]
             near = "yes" if abs(bn / pn - 1) <= 0.1 else "no, above it" if bn > pn else "no, below it"
             said.append(f"BARPO's medians against the paper's BAR-PPO ({pn} / {pw}): natural "
                         f"{change(bn, pn)}, worst case {change(bw, pw)} (the goal's natural within 10%: "
