@@ -502,8 +502,9 @@ def verdict(runs):
         if guided_barpo and guided_arpo:
             (bn, bw), (gn, gw) = medians(guided_barpo), medians(guided_arpo)
             paper = PAPER_BARPO_VS_GUIDED_ARPO.get(task)
-            said.append(f"BARPO with guidance against ARPO with guidance: natural {change(bn, gn)}, worst case {change(bw, gw)}"
-                        + (f" (the paper: {paper[0]:+.0%}, {paper[1]:+.0%})" if paper else ""))
+            said.append(f"BARPO with guidance against ARPO with guidance (medians of {len(guided_barpo)} and "
+                        f"{len(guided_arpo)} seeds): natural {change(bn, gn)}, worst case {change(bw, gw)}"
+                        + (f" (the paper: {paper[0]:+.1%}, {paper[1]:+.0%})" if paper else ""))
         if by.get(("spo",)):
             natural, published = medians(by[("spo",)])[0], PUBLISHED_PPO[task][0]
             said.append(f"our SPO's median natural return {natural:.0f} against the published PPO's "
