@@ -1072,7 +1072,7 @@ def test_the_verdict_is_made_from_the_numbers():
     assert "on 1 of 2 seeds" in text and "does not hold" in text
     # medians 2500 / 1200 against 1750 / 750; the paper's ablation beside them
     assert "natural +43%, worst case +60% (the paper's BARPO without guidance against ARPO: +75%, +4%)" in text
-    assert ("with guidance (medians of 1 and 1 seeds): natural +25%, worst case -35% "
+    assert ("with guidance (medians; seeds: 1 and 1): natural +25%, worst case -35% "
             "(the paper: -0.4%, +19%)") in text   # 3500 / 2800, 520 / 800
     assert ("BARPO with guidance against the paper's BAR-PPO (3684 / 1340): natural -5%, worst case -61% "
             "(the goal's natural within 10%: yes; worst case at least the paper's: no)") in text

@@ -507,8 +507,8 @@ def verdict(runs):
         if guided_barpo and guided_arpo:
             (bn, bw), (gn, gw) = medians(guided_barpo), medians(guided_arpo)
             paper = PAPER_BARPO_VS_GUIDED_ARPO.get(task)
-            said.append(f"BARPO with guidance against ARPO with guidance (medians of {len(guided_barpo)} and "
-                        f"{len(guided_arpo)} seeds): natural {change(bn, gn)}, worst case {change(bw, gw)}"
+            said.append(f"BARPO with guidance against ARPO with guidance (medians; seeds: {len(guided_barpo)} "
+                        f"and {len(guided_arpo)}): natural {change(bn, gn)}, worst case {change(bw, gw)}"
                         + (f" (the paper: {paper[0]:+.1%}, {paper[1]:+.0%})" if paper else ""))
             # the paper's BAR-PPO is guided: this is the like-for-like comparison
             said.append(against_barppo("BARPO with guidance", (bn, bw), task))
