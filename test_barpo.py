@@ -1076,7 +1076,7 @@ def test_the_verdict_is_made_from_the_numbers():
             "(the paper: -0.4%, +19%)") in text   # 3500 / 2800, 520 / 800
     assert ("BARPO with guidance against the paper's BAR-PPO (3684 / 1340): natural -5%, worst case -61% "
             "(the goal's natural within 10%: yes; worst case at least the paper's: no)") in text
-    assert "published PPO's 3167 (+0%)" in text
+    assert "published PPO's 3167 (+0.0%)" in text
     assert ("BAR-PPO (3684 / 1340): natural -32%, worst case -10% (the goal's natural within 10%: "
             "no, below it; worst case at least the paper's: no)") in text   # 2500 / 1200
     runs[1] = run("barpo", 1, 2600, 1100)

@@ -465,7 +465,11 @@ PAPER_BARPO_VS_GUIDED_ARPO = {"Hopper-v4": (3684 / 3699 - 1, 0.19), "HalfCheetah
 
 
 def change(ours, theirs):
-    return f"{ours / theirs - 1:+.0%}" if theirs > 0 else "n/a (its base is not positive)"
+    """A relative change in whole percent, or to a tenth where it rounds to 0 (-0.2%, not -0%)."""
+    if theirs <= 0:
+        return "n/a (its base is not positive)"
+    relative = ours / theirs - 1
+    return f"{relative:+.1%}" if abs(relative) < 0.005 else f"{relative:+.0%}"
 
 
 def against_barppo(who, ours, task):
