@@ -961,7 +961,6 @@ def test_published_budget_agent_has_its_complete_six_attack_record(run):
         assert int(curve[-1]["env_steps"]) == settings["attacker_steps"]
 
 
-
 @pytest.mark.parametrize("run", PAPER_RUNS, ids=str)
 def test_paper_formulation_agent_has_its_six_attacks_and_settings(run):
     record = barpo.read_record(HERE / run / "eval.json")
