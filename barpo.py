@@ -510,27 +510,24 @@ def make_envs(env_id, num_envs, vectorization="sync"):
     task's bounds (ClipAction: the Gaussian's samples are not). SAME_STEP autoreset: a finished env
     resets inside the same step(), its last observation in info["final_obs"]."""
     try:
-        gym.spec(env_id)
-    except gym.error.Error as e:
-        raise InputError(f"unknown task '{env_id}' ({e})")
-    try:
         with warnings.catch_warnings():  # the literature's tasks are v4; gymnasium suggests v5
             warnings.filterwarnings("ignore", message=".*is out of date", category=DeprecationWarning)
             envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=vectorization,
                                 vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
                                 wrappers=[clip_box_actions])
-    except gym.error.DependencyNotInstalled as e:
+    except gym.error.DependencyNotInstalled as e:  # a gym.error.Error too: caught first
         raise InputError(f"{env_id} needs a package that is not installed ({e})")
+    except gym.error.Error as e:
+        raise InputError(f"unknown task '{env_id}' ({e})")
     obs_space, act_space = envs.single_observation_space, envs.single_action_space
     if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
-        envs.close()
-        raise InputError(f"{env_id} has observation space {obs_space}; the attacks need a 1-D "
-                         f"Box (a vector of numbers)")
-    if not isinstance(act_space, gym.spaces.Box):
-        envs.close()
-        raise InputError(f"{env_id} has action space {act_space}; these methods need a Box "
-                         f"(continuous actions)")
-    return envs
+        problem = f"observation space {obs_space}; the attacks need a 1-D Box (a vector of numbers)"
+    elif not isinstance(act_space, gym.spaces.Box):
+        problem = f"action space {act_space}; these methods need a Box (continuous actions)"
+    else:
+        return envs
+    envs.close()
+    raise InputError(f"{env_id} has {problem}")
 
 
 def clip_box_actions(env):
