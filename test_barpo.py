@@ -6,6 +6,7 @@ one line. About 9 minutes on 2 cores; much of it re-evaluates the shipped agents
 
 import csv
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -418,10 +419,10 @@ def test_library_errors_say_what_is_wrong(pendulum_run):
 def test_learned_attacks_stay_in_ball_and_beat_a_trained_agent(pendulum_run, kind, tmp_path):
     out, _ = pendulum_run
     agent, norm, _ = barpo.load_checkpoint(out / "checkpoint.pt")
-    target = barpo.Target(agent, norm, "InvertedPendulum-v4", 2.0, seed=0, attacker_steps=20480,
+    target = barpo.Target(agent, norm, "InvertedPendulum-v4", 2.0, seed=0, attacker_steps=8192,
                           log=lambda s: None)
     attack, trained = barpo.train_learned_attack(target, kind, curve_path=tmp_path / "curve.csv")
-    assert trained["attacker_steps"] >= 20480
+    assert trained["attacker_steps"] >= 8192
     assert len(list(csv.DictReader(open(tmp_path / "curve.csv")))) == trained["attacker_steps"] // 2048
     obs = torch.randn(100, 4)
     assert (attack(obs) - obs).abs().max() <= 2.0 + 1e-6
@@ -1236,3 +1237,12 @@ def test_notebook_has_questions_glossary_and_summary():
         assert term in text, term
     headings = [line for m in markdown for line in m.splitlines() if line.startswith("## ")]
     assert headings[-1] == "## 12. Summary" and headings[0].startswith("## 1. Words")
+
+
+# --- plumbing: the pendulum run is trained once -----------------------------------------------
+# The README's test command spreads the tests over two xdist workers with --dist loadgroup: every
+# test that uses the pendulum run goes to one of them, so that the run is trained once, not twice.
+PENDULUM_FIXTURES = {"pendulum_run", "finished_run", "bad_checkpoints"}
+for _test in [f for name, f in list(globals().items()) if name.startswith("test_") and callable(f)]:
+    if PENDULUM_FIXTURES & set(inspect.signature(_test).parameters):
+        pytest.mark.xdist_group("pendulum")(_test)
