@@ -50,6 +50,118 @@ def surrogate_problem(n=256, obs_dim=11, act_dim=3, seed=0):
     return agent, obs, actions, old_logp, torch.randn(n)
 
 
+# --- the notebook ----------------------------------------------------------------------------
+# First in the file: its two runs are the longest tests, and xdist hands tests out in file order,
+# so that both workers end together.
+
+def execute_notebook(mode):
+    """Run the whole notebook in a mode (BARPO_QUICK or BARPO_CLASS set) and return its text output."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(HERE / "spo_arpo_barpo_tutorial.ipynb", as_version=4)
+    os.environ[mode] = "1"
+    try:
+        nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                resources={"metadata": {"path": str(HERE)}}).execute()
+    finally:
+        del os.environ[mode]
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+def test_notebook_runs_in_quick_mode():
+    text = execute_notebook("BARPO_QUICK")
+    assert "mode: QUICK" in text
+    # the toy's readings, from the notebook's own numbers (optimal, sticky, vulnerable shares):
+    # SPO ends vulnerable, ARPO sticks from many starts, BARPO with and without guidance does not
+    share = {m[1]: [float(x) for x in m.groups()[1:]] for m in re.finditer(
+        r"^((?:SPO|ARPO|BARPO).*?) +(\d\.\d\d) +(\d\.\d\d) +(\d\.\d\d) +\d\.\d{3} +\d\.\d{3}$", text, re.M)}
+    assert share["SPO"][2] > 0.9 and share["ARPO"][1] > 0.3
+    assert share["BARPO without guidance"][0] > 0.9 and share["BARPO with guidance (kappa 1)"][0] > 0.9
+    assert "the KL adversary d = +0.85" in text
+    assert "these verdicts mean nothing" in text
+
+
+def test_notebook_runs_in_class_mode_on_the_shipped_agents():
+    """The class mode trains nothing: its table is the records of the evidence's Hopper agents,
+    each method's lowest seed, and every section runs (pytest --durations prints how long the
+    whole notebook took)."""
+    text = execute_notebook("BARPO_CLASS")
+    assert "mode: CLASS" in text and "min in class mode" in text, text[-2000:]
+    sys.path.insert(0, str(HERE / "results"))
+    import summarize
+    shipped = [r for r in summarize.evidence_runs() if r["task"] == "Hopper-v4"]
+    for method in ("spo", "arpo", "barpo"):
+        agent = min((r for r in shipped if r["variant"] == method), key=lambda r: r["seed"])
+        assert re.search(rf"^{re.escape(summarize.VARIANTS[method])} +{agent['natural']:.0f} ", text, re.M), method
+    sections = re.findall(r"^(\d+\. [a-z -]+?) +\d+$", text, re.M)
+    assert sections == ["2. set-up", "3. toy", "4. kl and value", "5. lower level", "6. training", "7. robustness",
+                        "8. shipped seeds", "9. interpolation", "10. film", "12. summary"]
+    assert re.search(r"^3\. BARPO gets both .*: (holds|does NOT hold) here$", text, re.M)
+
+
+def notebook_exercises():
+    """(checker helpers, [(stub, checker, solution)]) from the notebook's cells: each exercise is a
+    code cell defining my_*, the cell that checks it, and a markdown cell with a folded solution."""
+    nbformat = pytest.importorskip("nbformat")
+    cells = nbformat.read(HERE / "spo_arpo_barpo_tutorial.ipynb", as_version=4).cells
+    helpers = next(c.source for c in cells if c.cell_type == "code" and c.source.startswith("def check("))
+    exercises = []
+    for i, cell in enumerate(cells):
+        if cell.cell_type == "code" and cell.source.startswith("def my_"):
+            solution = re.search(r"```python\n(.*?)```", cells[i + 2].source, re.S).group(1)
+            exercises.append((cell.source, cells[i + 1].source, solution))
+    return helpers, exercises
+
+
+# Mistakes a student could make, one per exercise: each must be caught by the checker.
+MISTAKES = {
+    "my_gaussian_kl": "def my_gaussian_kl(mu_p, mu_q, log_std):\n"
+                      "    return ((mu_p - mu_q) ** 2 / (2 * torch.exp(log_std))).sum(-1)\n",
+    "my_kl_adversary": "def my_kl_adversary(agent, obs):\n"               # no gradient for the solver
+                       "    def objective(o_hat):\n"
+                       "        with torch.no_grad():\n"
+                       "            return barpo.gaussian_kl(agent.mu(obs), agent.mu(o_hat), agent.log_std)\n"
+                       "    return objective\n",
+    "my_sgld_attack": "def my_sgld_attack(obs, objective, eps, steps, beta=barpo.SGLD_BETA):\n"
+                      "    alpha = eps / steps\n"                      # the noise does not shrink
+                      "    o_hat = obs + alpha * torch.randn_like(obs).sign()\n"
+                      "    for k in range(steps):\n"
+                      "        grad = barpo.input_gradient(lambda x: objective(x).sum(), o_hat)\n"
+                      "        noise = (2 * alpha * beta) ** 0.5 * torch.randn_like(obs)\n"
+                      "        o_hat = torch.min(torch.max(o_hat + alpha * (grad + noise).sign(), obs - eps), obs + eps)\n"
+                      "    return o_hat\n",
+    "my_eps_ramp": "def my_eps_ramp(progress, ramp):\n    return progress / ramp\n",
+}
+
+
+def test_notebook_exercises_accept_the_solutions_and_catch_mistakes(capsys):
+    helpers, exercises = notebook_exercises()
+    assert len(exercises) >= 4
+    assert {re.match(r"def (my_\w+)", stub).group(1) for stub, _, _ in exercises} == set(MISTAKES)
+    for stub, checker, solution in exercises:
+        name = re.match(r"def (my_\w+)", stub).group(1)
+        for attempt, verdict in ((stub, "not written yet"), (MISTAKES[name], "not yet"), (solution, "correct")):
+            scope = {"barpo": barpo, "torch": torch, "np": np}
+            exec(helpers, scope)
+            exec(attempt, scope)
+            exec(checker, scope)
+            out = capsys.readouterr().out
+            assert out.startswith(verdict), (name, verdict, out)
+
+
+def test_notebook_has_questions_glossary_and_summary():
+    nbformat = pytest.importorskip("nbformat")
+    cells = nbformat.read(HERE / "spo_arpo_barpo_tutorial.ipynb", as_version=4).cells
+    markdown = [c.source for c in cells if c.cell_type == "markdown"]
+    questions = sum(m.count("**Check.**") for m in markdown)
+    assert questions >= 6 and questions == sum(m.count("<summary>Answer</summary>") for m in markdown)
+    text = "\n".join(markdown)
+    for term in ("SPO", "ARPO", "BARPO", "FOSP", "ISA", "Surrogate $l_t$", "Threat model", "`sarl`", "`paad`", "`rs`"):
+        assert term in text, term
+    headings = [line for m in markdown for line in m.splitlines() if line.startswith("## ")]
+    assert headings[-1] == "## 12. Summary" and headings[0].startswith("## 1. Words")
+
+
 # --- derivations ---------------------------------------------------------------------------
 
 def test_gae_matches_hand_computed_case():
@@ -1127,116 +1239,6 @@ def test_every_earlier_run_has_a_generated_command():
         assert (flags["env"], flags["algo"], int(flags["seed"])) == (config["env"], config["algo"], config["seed"])
         steps = int(flags.get("total-steps", 1_998_848))
         assert steps // 2048 * 2048 == state["env_steps"]
-
-
-# --- the notebook ----------------------------------------------------------------------------
-
-def execute_notebook(mode):
-    """Run the whole notebook in a mode (BARPO_QUICK or BARPO_CLASS set) and return its text output."""
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    nb = nbformat.read(HERE / "spo_arpo_barpo_tutorial.ipynb", as_version=4)
-    os.environ[mode] = "1"
-    try:
-        nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                resources={"metadata": {"path": str(HERE)}}).execute()
-    finally:
-        del os.environ[mode]
-    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-
-
-def test_notebook_runs_in_quick_mode():
-    text = execute_notebook("BARPO_QUICK")
-    assert "mode: QUICK" in text
-    # the toy's readings, from the notebook's own numbers (optimal, sticky, vulnerable shares):
-    # SPO ends vulnerable, ARPO sticks from many starts, BARPO with and without guidance does not
-    share = {m[1]: [float(x) for x in m.groups()[1:]] for m in re.finditer(
-        r"^((?:SPO|ARPO|BARPO).*?) +(\d\.\d\d) +(\d\.\d\d) +(\d\.\d\d) +\d\.\d{3} +\d\.\d{3}$", text, re.M)}
-    assert share["SPO"][2] > 0.9 and share["ARPO"][1] > 0.3
-    assert share["BARPO without guidance"][0] > 0.9 and share["BARPO with guidance (kappa 1)"][0] > 0.9
-    assert "the KL adversary d = +0.85" in text
-    assert "these verdicts mean nothing" in text
-
-
-def test_notebook_runs_in_class_mode_on_the_shipped_agents():
-    """The class mode trains nothing: its table is the records of the evidence's Hopper agents,
-    each method's lowest seed, and every section runs (pytest --durations prints how long the
-    whole notebook took)."""
-    text = execute_notebook("BARPO_CLASS")
-    assert "mode: CLASS" in text and "min in class mode" in text, text[-2000:]
-    sys.path.insert(0, str(HERE / "results"))
-    import summarize
-    shipped = [r for r in summarize.evidence_runs() if r["task"] == "Hopper-v4"]
-    for method in ("spo", "arpo", "barpo"):
-        agent = min((r for r in shipped if r["variant"] == method), key=lambda r: r["seed"])
-        assert re.search(rf"^{re.escape(summarize.VARIANTS[method])} +{agent['natural']:.0f} ", text, re.M), method
-    sections = re.findall(r"^(\d+\. [a-z -]+?) +\d+$", text, re.M)
-    assert sections == ["2. set-up", "3. toy", "4. kl and value", "5. lower level", "6. training", "7. robustness",
-                        "8. shipped seeds", "9. interpolation", "10. film", "12. summary"]
-    assert re.search(r"^3\. BARPO gets both .*: (holds|does NOT hold) here$", text, re.M)
-
-
-def notebook_exercises():
-    """(checker helpers, [(stub, checker, solution)]) from the notebook's cells: each exercise is a
-    code cell defining my_*, the cell that checks it, and a markdown cell with a folded solution."""
-    nbformat = pytest.importorskip("nbformat")
-    cells = nbformat.read(HERE / "spo_arpo_barpo_tutorial.ipynb", as_version=4).cells
-    helpers = next(c.source for c in cells if c.cell_type == "code" and c.source.startswith("def check("))
-    exercises = []
-    for i, cell in enumerate(cells):
-        if cell.cell_type == "code" and cell.source.startswith("def my_"):
-            solution = re.search(r"```python\n(.*?)```", cells[i + 2].source, re.S).group(1)
-            exercises.append((cell.source, cells[i + 1].source, solution))
-    return helpers, exercises
-
-
-# Mistakes a student could make, one per exercise: each must be caught by the checker.
-MISTAKES = {
-    "my_gaussian_kl": "def my_gaussian_kl(mu_p, mu_q, log_std):\n"
-                      "    return ((mu_p - mu_q) ** 2 / (2 * torch.exp(log_std))).sum(-1)\n",
-    "my_kl_adversary": "def my_kl_adversary(agent, obs):\n"               # no gradient for the solver
-                       "    def objective(o_hat):\n"
-                       "        with torch.no_grad():\n"
-                       "            return barpo.gaussian_kl(agent.mu(obs), agent.mu(o_hat), agent.log_std)\n"
-                       "    return objective\n",
-    "my_sgld_attack": "def my_sgld_attack(obs, objective, eps, steps, beta=barpo.SGLD_BETA):\n"
-                      "    alpha = eps / steps\n"                      # the noise does not shrink
-                      "    o_hat = obs + alpha * torch.randn_like(obs).sign()\n"
-                      "    for k in range(steps):\n"
-                      "        grad = barpo.input_gradient(lambda x: objective(x).sum(), o_hat)\n"
-                      "        noise = (2 * alpha * beta) ** 0.5 * torch.randn_like(obs)\n"
-                      "        o_hat = torch.min(torch.max(o_hat + alpha * (grad + noise).sign(), obs - eps), obs + eps)\n"
-                      "    return o_hat\n",
-    "my_eps_ramp": "def my_eps_ramp(progress, ramp):\n    return progress / ramp\n",
-}
-
-
-def test_notebook_exercises_accept_the_solutions_and_catch_mistakes(capsys):
-    helpers, exercises = notebook_exercises()
-    assert len(exercises) >= 4
-    assert {re.match(r"def (my_\w+)", stub).group(1) for stub, _, _ in exercises} == set(MISTAKES)
-    for stub, checker, solution in exercises:
-        name = re.match(r"def (my_\w+)", stub).group(1)
-        for attempt, verdict in ((stub, "not written yet"), (MISTAKES[name], "not yet"), (solution, "correct")):
-            scope = {"barpo": barpo, "torch": torch, "np": np}
-            exec(helpers, scope)
-            exec(attempt, scope)
-            exec(checker, scope)
-            out = capsys.readouterr().out
-            assert out.startswith(verdict), (name, verdict, out)
-
-
-def test_notebook_has_questions_glossary_and_summary():
-    nbformat = pytest.importorskip("nbformat")
-    cells = nbformat.read(HERE / "spo_arpo_barpo_tutorial.ipynb", as_version=4).cells
-    markdown = [c.source for c in cells if c.cell_type == "markdown"]
-    questions = sum(m.count("**Check.**") for m in markdown)
-    assert questions >= 6 and questions == sum(m.count("<summary>Answer</summary>") for m in markdown)
-    text = "\n".join(markdown)
-    for term in ("SPO", "ARPO", "BARPO", "FOSP", "ISA", "Surrogate $l_t$", "Threat model", "`sarl`", "`paad`", "`rs`"):
-        assert term in text, term
-    headings = [line for m in markdown for line in m.splitlines() if line.startswith("## ")]
-    assert headings[-1] == "## 12. Summary" and headings[0].startswith("## 1. Words")
 
 
 # --- plumbing: the pendulum run is trained once -----------------------------------------------
