@@ -1,7 +1,7 @@
 """Tests: the derivations in barpo.py hold, both lower levels and the attacks do what they claim,
 the framework's ends are SPO exactly, guidance adds what it should, the fast path gives the eager
 update, learning happens, runs resume exactly, no command loses a result, and bad input fails in
-one line. About 9 minutes on 2 cores; much of it re-evaluates the shipped agents, which
+one line. About 7.5 minutes on 2 cores; part of it re-evaluates the shipped agents, which
 `-m "not shipped"` skips (CI runs them)."""
 
 import csv
