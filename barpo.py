@@ -637,8 +637,8 @@ def progress_line(cfg, row, durations):
 def open_metrics(path, keep_rows):
     """metrics.csv for appending, holding the rows of the first keep_rows iterations (those the
     checkpoint holds: a run killed between checkpoints wrote more)."""
-    if keep_rows:
-        path.write_text("".join(path.read_text().splitlines(keepends=True)[:keep_rows + 1]))
+    if keep_rows:  # as bytes: text mode would turn the csv module's \r\n into \n
+        path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:keep_rows + 1]))
     else:
         with open(path, "w", newline="") as f:
             csv.DictWriter(f, METRICS).writeheader()

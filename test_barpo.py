@@ -714,6 +714,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_runs_weights_bit_for_bit(tmp_
     strip = lambda d: [{k: v for k, v in r.items() if k not in ("wall_time_s", "sps")}
                        for r in csv.DictReader(open(d / "metrics.csv"))]
     assert strip(tmp_path / "whole") == strip(cut) and len(strip(cut)) == 7
+    ends = lambda d: (d / "metrics.csv").read_bytes().count(b"\r\n")   # the resumed rows kept theirs
+    assert ends(tmp_path / "whole") == ends(cut) == 8
     again = run_cli("--resume", str(cut / "checkpoint.pt"))   # the folder or its checkpoint
     assert again.returncode == 0 and "nothing left to do" in again.stdout, again.stderr
 
