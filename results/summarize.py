@@ -499,7 +499,7 @@ def verdict(runs):
             shared = [r["seed"] for r in barpo_runs if r["seed"] in seeds]
             (an, aw), paper = medians(arpo_runs), PAPER_BARE_VS_ARPO[task]
             said.append(f"BARPO above ARPO in natural and worst case on {len(both)} of {len(shared)} "
-                        f"seeds, so the paper's \"consistently outperforms\" "
+                        f"seed{'s' * (len(shared) > 1)}, so the paper's \"consistently outperforms\" "
                         f"{'holds' if both and len(both) == len(shared) else 'does not hold'} on "
                         f"{'this seed' if len(shared) == 1 else f'these {len(shared)} seeds'}; medians "
                         f"{bn:.0f} / {bw:.0f} against {an:.0f} / {aw:.0f}: natural {change(bn, an)}, worst "
